@@ -1,0 +1,50 @@
+// Conv2dJob: one conv2d request as the engine sees it. The submitter owns every buffer the
+// job points to and keeps them alive until `done` has run; the engine reads input, weight and
+// bias and writes exactly output_elements() floats to `output`.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "engine/core/conv2d_params.h"
+#include "engine/core/exec_timestamps.h"
+
+namespace sparkle {
+
+// Called exactly once per accepted job, on an engine thread, with no engine lock held. OK means
+// `output` holds the result; any other status means its contents are unspecified.
+using JobDone = absl::AnyInvocable<void(const absl::Status&, const ExecTimestamps&) &&>;
+
+// Set by the submitter (e.g. when the client goes away); read by the engine at batch formation
+// and before launch. A job found cancelled completes with CANCELLED.
+using CancelFlag = std::shared_ptr<std::atomic<bool>>;
+
+struct Conv2dJob {
+  Conv2dParams params;
+  const float* input = nullptr;   // params.input_elements()
+  const float* weight = nullptr;  // params.weight_elements()
+  const float* bias = nullptr;    // params.k floats when params.has_bias, else ignored
+  float* output = nullptr;        // params.output_elements(), written by the engine
+
+  // Weight identity: jobs batch together only when their geometry and weight_key match. 0 means
+  // "no identity" (never batched with others, weights never cached). Engine::Submit fills it
+  // from the weight bytes when the submitter leaves it 0 and the weights are small enough.
+  uint64_t weight_key = 0;
+
+  absl::Time deadline = absl::InfiniteFuture();  // expired jobs complete DEADLINE_EXCEEDED
+  int priority = 0;  // Triton semantics: 1 is the highest level, 0 the default (lowest here)
+  CancelFlag cancelled;  // optional
+  JobDone done;
+
+  ExecTimestamps timestamps;  // filled by the engine
+
+  bool IsCancelled() const { return cancelled && cancelled->load(std::memory_order_relaxed); }
+  // Input + weight + bias + output bytes: what the job pins in memory while queued.
+  int64_t bytes() const { return params.total_bytes(); }
+};
+
+}  // namespace sparkle
