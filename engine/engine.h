@@ -31,6 +31,10 @@ struct EngineStats {
   QueueSnapshot queue;
 };
 
+// True for the RESOURCE_EXHAUSTED that Submit returns when the queue is full (a retryable
+// overload), as opposed to a job that can never fit.
+bool IsQueueFull(const absl::Status& status);
+
 struct EngineOptions {
   ShapeBatcher::Options batcher;
   CpuBackend::Options cpu;
@@ -53,7 +57,7 @@ class Engine {
   // Validates the options (INVALID_ARGUMENT naming the field), creates the backend and starts
   // the worker threads.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
-  // Drains with no deadline left: queued jobs complete UNAVAILABLE; running batches finish.
+  // Stops admission, runs every job already accepted to completion, joins the workers.
   ~Engine();
 
   // Takes the job iff OK (then job->done runs exactly once, later, on an engine thread).
@@ -63,7 +67,8 @@ class Engine {
   absl::Status Submit(std::unique_ptr<Conv2dJob>* job);
 
   // Stops admission (UNAVAILABLE) and waits until every accepted job has completed or
-  // `deadline` passes. OK when all completed, DEADLINE_EXCEEDED otherwise. Idempotent.
+  // `deadline` passes. OK when all completed, DEADLINE_EXCEEDED (naming how many are still in
+  // flight) otherwise; those keep running and complete later. Idempotent.
   absl::Status Drain(absl::Time deadline);
 
   bool draining() const;

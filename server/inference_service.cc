@@ -1,0 +1,149 @@
+#include "server/inference_service.h"
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/status_convert.h"
+#include "spdlog/spdlog.h"
+
+namespace sparkle {
+namespace {
+
+// A unary reactor that turns the client going away into the job's cancel flag, and deletes
+// itself once gRPC is done with the call.
+class InferReactor final : public grpc::ServerUnaryReactor {
+ public:
+  InferReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
+  const CancelFlag& cancelled() const { return cancelled_; }
+  void OnCancel() override { cancelled_->store(true, std::memory_order_relaxed); }
+  void OnDone() override { delete this; }
+
+ private:
+  CancelFlag cancelled_;
+};
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const grpc::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(status);
+  return reactor;
+}
+
+absl::Time FromChrono(std::chrono::system_clock::time_point t) {
+  if (t == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
+  return absl::FromChrono(t);
+}
+
+void AddTensorMetadata(const char* name, int rank,
+                       google::protobuf::RepeatedPtrField<
+                           inference::ModelMetadataResponse::TensorMetadata>* list) {
+  auto* t = list->Add();
+  t->set_name(name);
+  t->set_datatype("FP32");
+  for (int i = 0; i < rank; ++i) t->add_shape(-1);
+}
+
+}  // namespace
+
+InferenceService::InferenceService(Engine* engine, const Options& options)
+    : engine_(engine), options_(options) {}
+
+grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
+                                                       const inference::ServerLiveRequest*,
+                                                       inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
+                                                        const inference::ServerReadyRequest*,
+                                                        inference::ServerReadyResponse* response) {
+  response->set_ready(!engine_->draining());
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
+                                                       const inference::ModelReadyRequest* request,
+                                                       inference::ModelReadyResponse* response) {
+  absl::Status status = CheckModel(request->name(), request->version());
+  if (status.ok()) response->set_ready(!engine_->draining());
+  return FinishNow(context, ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  response->set_name("sparkled");
+  response->set_version(SPARKLE_VERSION);
+  response->add_extensions("schedule_policy");  // priority and timeout parameters
+  return FinishNow(context, grpc::Status::OK);
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
+    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  absl::Status status = CheckModel(request->name(), request->version());
+  if (status.ok()) {
+    response->set_name(kModelName);
+    response->add_versions(kModelVersion);
+    response->set_platform("sparkle_conv2d");
+    AddTensorMetadata("input", 4, response->mutable_inputs());
+    AddTensorMetadata("weight", 4, response->mutable_inputs());
+    AddTensorMetadata("bias", 1, response->mutable_inputs());
+    AddTensorMetadata("output", 4, response->mutable_outputs());
+  }
+  return FinishNow(context, ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
+                                                       const inference::ModelInferRequest* request,
+                                                       inference::ModelInferResponse* response) {
+  absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(*request, options_.limits);
+  if (!parsed.ok()) {
+    spdlog::debug("ModelInfer id='{}' rejected: {}", request->id(), parsed.status().ToString());
+    return FinishNow(context, ToGrpcStatus(parsed.status()));
+  }
+  const Conv2dParams& p = parsed->params;
+
+  response->set_model_name(kModelName);
+  response->set_model_version(kModelVersion);
+  response->set_id(request->id());
+  auto* out = response->add_outputs();
+  out->set_name("output");
+  out->set_datatype("FP32");
+  if (p.layout == Layout::kNHWC) {
+    for (int64_t d : {p.n, p.p(), p.q(), p.k}) out->add_shape(d);
+  } else {
+    for (int64_t d : {p.n, p.k, p.p(), p.q()}) out->add_shape(d);
+  }
+  std::string* output = response->add_raw_output_contents();
+  output->resize(static_cast<size_t>(p.output_elements()) * sizeof(float));
+
+  auto* reactor = new InferReactor;
+  auto job = std::make_unique<Conv2dJob>();
+  job->params = p;
+  job->input = parsed->input;
+  job->weight = parsed->weight;
+  job->bias = parsed->bias;
+  job->output = reinterpret_cast<float*>(output->data());
+  job->priority = parsed->priority;
+  job->deadline = std::min(FromChrono(context->deadline()), absl::Now() + parsed->queue_timeout);
+  job->cancelled = reactor->cancelled();
+  job->done = [reactor](const absl::Status& status, const ExecTimestamps&) {
+    reactor->Finish(ToGrpcStatus(status));
+  };
+  absl::Status status = engine_->Submit(&job);
+  if (!status.ok()) {
+    if (IsQueueFull(status)) {
+      context->AddTrailingMetadata("retry-after-ms", absl::StrCat(options_.retry_after_ms));
+    }
+    reactor->Finish(ToGrpcStatus(status));
+  }
+  return reactor;
+}
+
+}  // namespace sparkle

@@ -1,0 +1,549 @@
+#include "engine/cpu/cpu_backend.h"
+
+#include <omp.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <list>
+#include <memory>
+#include <new>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "engine/core/status_macros.h"
+#include "oneapi/dnnl/dnnl.hpp"
+#include "spdlog/spdlog.h"
+
+namespace sparkle {
+namespace {
+
+using Tag = dnnl::memory::format_tag;
+using Md = dnnl::memory::desc;
+
+constexpr int kMaxThreads = 1024;
+constexpr int64_t kMaxWeightCacheBytes = int64_t{1} << 40;
+constexpr int64_t kMaxPrimitives = 65536;
+
+// CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers
+// often get a quota below the visible CPU count, and oversubscribed OpenMP teams crawl).
+int AvailableCpus() {
+  int cpus = 1;
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  std::ifstream cpu_max("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  int64_t period = 0;
+  if (cpu_max >> quota >> period && quota != "max" && period > 0) {
+    const int64_t quota_us = std::atoll(quota.c_str());
+    if (quota_us > 0) {
+      cpus = static_cast<int>(std::min<int64_t>(cpus, (quota_us + period - 1) / period));
+    }
+  }
+  return std::min(cpus, kMaxThreads);
+}
+
+std::string IsaName(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx2_vnni:
+      return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_mic:
+      return "avx512_mic";
+    case dnnl::cpu_isa::avx512_mic_4ops:
+      return "avx512_mic_4ops";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    case dnnl::cpu_isa::all:
+      return "all";
+  }
+  return absl::StrCat("isa_", static_cast<int>(isa));
+}
+
+absl::Status DnnlError(const dnnl::error& e, const Conv2dParams& p) {
+  const std::string message = absl::StrCat("oneDNN: ", e.what(), " (", p.ToString(), ")");
+  switch (e.status) {
+    case dnnl_unimplemented:
+      return absl::UnimplementedError(message);
+    case dnnl_out_of_memory:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+// Runs `body` (returning absl::Status or StatusOr) and turns any exception into a status, so
+// none crosses the API.
+template <typename Body>
+auto CatchAll(const Conv2dParams& p, Body body) -> decltype(body()) {
+  try {
+    return body();
+  } catch (const dnnl::error& e) {
+    return DnnlError(e, p);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat("out of memory (", p.ToString(), ")"));
+  }
+}
+
+// OpenMP's team size is a per-thread setting that oneDNN reads when it creates and when it
+// executes a primitive; this sets it for the calling thread and restores it on exit.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int threads) : saved_(omp_get_max_threads()) {
+    omp_set_num_threads(threads);
+  }
+  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
+// A 64-byte-aligned buffer that grows to the largest size requested and never shrinks, so a
+// thread's steady-state calls reuse pages that are already mapped.
+class ScratchBuffer {
+ public:
+  void* Get(size_t bytes) {
+    if (bytes > size_) {
+      data_.reset();
+      size_ = 0;  // stays consistent if the allocation below throws
+      data_.reset(static_cast<char*>(::operator new(bytes, kAlign)));
+      size_ = bytes;
+    }
+    return data_.get();
+  }
+
+ private:
+  static constexpr std::align_val_t kAlign{64};
+  struct Free {
+    void operator()(char* data) const { ::operator delete(data, kAlign); }
+  };
+  std::unique_ptr<char, Free> data_;
+  size_t size_ = 0;
+};
+
+// The calling thread's temporaries: conv-layout copies of src and dst, reordered weights when
+// they are not cached, and the scratchpad every primitive of one call uses in turn. Per thread,
+// so concurrent calls (even of one primitive) never share them.
+struct ThreadScratch {
+  ScratchBuffer src, weights, dst, scratchpad;
+};
+
+ThreadScratch& LocalScratch() {
+  thread_local ThreadScratch scratch;
+  return scratch;
+}
+
+dnnl::primitive_attr UserScratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+// A primitive and the scratchpad it needs; `primitive` is empty when no step is needed.
+struct Step {
+  dnnl::primitive primitive;
+  Md scratchpad;
+};
+
+// A reorder from `from` to `to`, or an empty step when the layouts already match.
+Step MakeReorder(const dnnl::engine& engine, const Md& from, const Md& to) {
+  if (from == to) return {};
+  dnnl::reorder::primitive_desc pd(engine, from, engine, to, UserScratchpad());
+  return {dnnl::reorder(pd), pd.scratchpad_desc()};
+}
+
+// Everything one call of one geometry at one thread count runs. Immutable once built, shared
+// by the calls that run it concurrently.
+struct PrimitiveSet {
+  Md user_src, user_weights, user_dst, bias;  // the caller's plain layouts
+  Md src, weights, dst;                       // the layouts the convolution chose
+  Step conv, src_reorder, weights_reorder, dst_reorder;
+  std::string impl;
+};
+
+dnnl::memory::dims Dims(std::initializer_list<int64_t> dims) { return dims; }
+
+// Whether Winograd may beat the direct algorithm on p: 3x3, stride 1, dense, ungrouped, and
+// C, K >= 32. Measured with its reorders to nChw16c (oneDNN 2.6, this project's 2-core AVX-512
+// machine) it runs 1.2-1.9x direct from 32 channels; with fewer the transforms cost more than
+// they save.
+bool WinogradShape(const Conv2dParams& p) {
+  return p.r == 3 && p.s == 3 && p.stride_h == 1 && p.stride_w == 1 && p.dilation_h == 1 &&
+         p.dilation_w == 1 && p.groups == 1 && p.c >= 32 && p.k >= 32;
+}
+
+// The convolutions to try for p, best first (measured as above, user layout in and out):
+// - Layouts `any` let oneDNN pick brgconv on NHWC, which for NHWC callers needs no reorders and
+//   for NCHW callers beats the plain-NCHW gemm kernels by ~1.6x even with two reorders...
+// - ...except for NCHW 1x1 stride-1 unpadded convolutions with >= 64 output pixels per image:
+//   these are one sgemm per image in place, 1.2-2x brgconv plus its reorders (smaller images
+//   make the sgemm too thin).
+struct ConvChoice {
+  dnnl::algorithm algorithm;
+  Tag layout;  // src and dst
+};
+
+std::vector<ConvChoice> ConvChoices(const Conv2dParams& p, bool winograd) {
+  std::vector<ConvChoice> choices;
+  if (winograd) choices.push_back({dnnl::algorithm::convolution_winograd, Tag::any});
+  if (p.layout == Layout::kNCHW && p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+      p.pad_h == 0 && p.pad_w == 0 && p.groups == 1 && p.p() * p.q() >= 64) {
+    choices.push_back({dnnl::algorithm::convolution_direct, Tag::nchw});
+  }
+  choices.push_back({dnnl::algorithm::convolution_direct, Tag::any});
+  return choices;
+}
+
+// The first of ConvChoices that oneDNN offers on this CPU; throws dnnl::error if none.
+dnnl::convolution_forward::primitive_desc MakeConvPd(const dnnl::engine& engine,
+                                                     const Conv2dParams& p, bool winograd) {
+  const auto src_dims = Dims({p.n, p.c, p.h, p.w});
+  const auto dst_dims = Dims({p.n, p.k, p.p(), p.q()});
+  const Md weights(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
+                                : Dims({p.k, p.c, p.r, p.s}),
+                   dnnl::memory::data_type::f32, Tag::any);
+  const Md bias = p.has_bias ? Md(Dims({p.k}), dnnl::memory::data_type::f32, Tag::a) : Md();
+  const auto strides = Dims({p.stride_h, p.stride_w});
+  const auto dilates = Dims({p.dilation_h - 1, p.dilation_w - 1});  // oneDNN: 0 = dense
+  const auto pads = Dims({p.pad_h, p.pad_w});
+  const std::vector<ConvChoice> choices = ConvChoices(p, winograd);
+  for (size_t i = 0;; ++i) {
+    const Md src(src_dims, dnnl::memory::data_type::f32, choices[i].layout);
+    const Md dst(dst_dims, dnnl::memory::data_type::f32, choices[i].layout);
+    try {
+      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, choices[i].algorithm,
+                                           src, weights, bias, dst, strides, dilates, pads, pads);
+      return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), engine);
+    } catch (const dnnl::error&) {
+      if (i + 1 == choices.size()) throw;  // the last choice's reason is the one to report
+    }
+  }
+}
+
+PrimitiveSet MakePrimitiveSet(const dnnl::engine& engine, const Conv2dParams& p, bool winograd) {
+  const auto pd = MakeConvPd(engine, p, winograd);
+  const Tag plain = p.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw;
+  PrimitiveSet set;
+  set.user_src = Md(pd.src_desc().dims(), dnnl::memory::data_type::f32, plain);
+  set.user_dst = Md(pd.dst_desc().dims(), dnnl::memory::data_type::f32, plain);
+  set.user_weights = Md(pd.weights_desc().dims(), dnnl::memory::data_type::f32,
+                        p.groups > 1 ? Tag::goihw : Tag::oihw);
+  if (p.has_bias) set.bias = pd.bias_desc();
+  set.src = pd.src_desc();
+  set.weights = pd.weights_desc();
+  set.dst = pd.dst_desc();
+  set.conv = {dnnl::convolution_forward(pd), pd.scratchpad_desc()};
+  set.src_reorder = MakeReorder(engine, set.user_src, set.src);
+  set.weights_reorder = MakeReorder(engine, set.user_weights, set.weights);
+  set.dst_reorder = MakeReorder(engine, set.dst, set.user_dst);
+  set.impl = pd.impl_info_str();
+  return set;
+}
+
+// A memory over the caller's buffer. oneDNN takes non-const handles but never writes a
+// primitive's inputs.
+dnnl::memory UserMemory(const Md& md, const dnnl::engine& engine, const float* data) {
+  return dnnl::memory(md, engine, const_cast<float*>(data));
+}
+
+// Runs one step on `stream` with the calling thread's scratchpad.
+void Execute(const Step& step, const dnnl::engine& engine, dnnl::stream& stream,
+             std::unordered_map<int, dnnl::memory> args) {
+  if (step.scratchpad.get_size() > 0) {
+    void* scratchpad = LocalScratch().scratchpad.Get(step.scratchpad.get_size());
+    args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(step.scratchpad, engine, scratchpad));
+  }
+  step.primitive.execute(stream, args);
+}
+
+// Whether a and b hold the same bytes, compared by the calling thread's OpenMP team: the
+// weights of a layer like resnet_3x3_7 (9.4 MB) take longer to compare on one core than the
+// convolution takes on two.
+bool SameBytes(const float* a, const float* b, int64_t elements) {
+  constexpr int64_t kChunk = 64 << 10;  // floats
+  const int64_t chunks = (elements + kChunk - 1) / kChunk;
+  bool same = true;
+  // Up to 1 MB compares faster on one thread than an OpenMP fork and join takes.
+#pragma omp parallel for if (chunks > 4) reduction(&& : same) schedule(static)
+  for (int64_t i = 0; i < chunks; ++i) {
+    const int64_t begin = i * kChunk, size = std::min(kChunk, elements - begin);
+    same = same && std::memcmp(a + begin, b + begin, size * sizeof(float)) == 0;
+  }
+  return same;
+}
+
+// Reordered weights and the plain bytes they were made from, which a lookup compares against
+// the caller's weights: a weight_key names weights but does not prove them.
+struct CachedWeights {
+  uint64_t weight_key;
+  Md layout;
+  std::vector<float> plain;
+  dnnl::memory reordered;
+  int64_t bytes;  // plain + reordered
+};
+
+}  // namespace
+
+struct CpuBackend::Impl {
+  Options options;
+  int threads;
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+
+  absl::Mutex mu;
+  // Most recently used first. Entries are immutable and shared with the calls running them,
+  // so eviction never pulls a primitive or weights out from under a running call.
+  using PrimitiveLru = std::list<std::pair<std::string, std::shared_ptr<const PrimitiveSet>>>;
+  PrimitiveLru primitives ABSL_GUARDED_BY(mu);
+  std::unordered_map<std::string, PrimitiveLru::iterator> primitive_index ABSL_GUARDED_BY(mu);
+  // Keyed by (weight_key, reordered layout): the layout holds the weight dims, and batches of
+  // any size or thread count whose convolutions pick one layout share one entry.
+  using WeightLru = std::list<std::shared_ptr<const CachedWeights>>;
+  WeightLru weights ABSL_GUARDED_BY(mu);
+  std::unordered_multimap<uint64_t, WeightLru::iterator> weight_index ABSL_GUARDED_BY(mu);
+  int64_t weight_bytes ABSL_GUARDED_BY(mu) = 0;  // sum of the entries' bytes
+
+  // Whether calls with weight_key may run Winograd on p. Its weight transform costs up to 50x
+  // its convolution (28 ms for resnet_3x3_7's weights), so it only pays when the transformed
+  // weights are cached: weight_key != 0 and room for the plain copy plus the transform (at
+  // most 4x the plain bytes, F(4,3)).
+  bool Winograd(const Conv2dParams& p, uint64_t weight_key) const {
+    return options.allow_winograd && weight_key != 0 && WinogradShape(p) &&
+           5 * p.weight_elements() * static_cast<int64_t>(sizeof(float)) <=
+               options.weight_cache_bytes;
+  }
+  // The primitives for p at `threads`, from the cache or built (with no lock held). The
+  // caller has set the OpenMP team size to `threads`.
+  std::shared_ptr<const PrimitiveSet> Primitives(const Conv2dParams& p, int threads, bool winograd);
+  // The cached reordered weights for (weight_key, layout) if their plain bytes equal `plain`.
+  std::shared_ptr<const CachedWeights> FindWeights(uint64_t weight_key, const Md& layout,
+                                                   const float* plain, int64_t elements);
+  // Inserts `entry`, replacing any entry of the same key and layout, then evicts to the limit.
+  void InsertWeights(std::shared_ptr<const CachedWeights> entry);
+  // args.weight in set.weights' layout: the caller's own buffer when the layouts match, else
+  // from the cache (weight_key != 0 and room for the entry), else reordered into the calling
+  // thread's scratch. `*cached` keeps a cache entry alive while the call uses it.
+  dnnl::memory Weights(const PrimitiveSet& set, const Conv2dParams& p, const ConvArgs& args,
+                       dnnl::stream& stream, std::shared_ptr<const CachedWeights>* cached);
+};
+
+std::shared_ptr<const PrimitiveSet> CpuBackend::Impl::Primitives(const Conv2dParams& p, int threads,
+                                                                 bool winograd) {
+  std::string key = absl::StrCat(p.ToString(), "_t", threads, winograd ? "_wino" : "");
+  {
+    absl::MutexLock lock(&mu);
+    auto it = primitive_index.find(key);
+    if (it != primitive_index.end()) {
+      primitives.splice(primitives.begin(), primitives, it->second);
+      return it->second->second;
+    }
+  }
+  auto set = std::make_shared<const PrimitiveSet>(MakePrimitiveSet(engine, p, winograd));
+  spdlog::debug("cpu backend: {} at {} threads runs {}", p.ToString(), threads, set->impl);
+  absl::MutexLock lock(&mu);
+  auto [it, inserted] = primitive_index.try_emplace(key);
+  if (!inserted) return it->second->second;  // another thread built it meanwhile
+  primitives.emplace_front(std::move(key), set);
+  it->second = primitives.begin();
+  while (static_cast<int64_t>(primitives.size()) > options.max_primitives) {
+    primitive_index.erase(primitives.back().first);
+    primitives.pop_back();
+  }
+  return set;
+}
+
+std::shared_ptr<const CachedWeights> CpuBackend::Impl::FindWeights(uint64_t weight_key,
+                                                                   const Md& layout,
+                                                                   const float* plain,
+                                                                   int64_t elements) {
+  std::shared_ptr<const CachedWeights> entry;
+  {
+    absl::MutexLock lock(&mu);
+    auto [begin, end] = weight_index.equal_range(weight_key);
+    for (auto it = begin; it != end; ++it) {
+      if ((*it->second)->layout == layout) {
+        weights.splice(weights.begin(), weights, it->second);
+        entry = *it->second;
+        break;
+      }
+    }
+  }
+  // Compared outside the lock: the entry is immutable and kept alive by `entry`.
+  if (entry == nullptr || !SameBytes(entry->plain.data(), plain, elements)) return nullptr;
+  return entry;
+}
+
+dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dParams& p,
+                                       const ConvArgs& args, dnnl::stream& stream,
+                                       std::shared_ptr<const CachedWeights>* cached) {
+  const dnnl::memory plain = UserMemory(set.user_weights, engine, args.weight);
+  if (!set.weights_reorder.primitive) return plain;
+  const int64_t elements = p.weight_elements();
+  const int64_t bytes =
+      elements * static_cast<int64_t>(sizeof(float)) + static_cast<int64_t>(set.weights.get_size());
+  const bool cacheable = args.weight_key != 0 && bytes <= options.weight_cache_bytes;
+  if (cacheable) {
+    *cached = FindWeights(args.weight_key, set.weights, args.weight, elements);
+    if (*cached != nullptr) return (*cached)->reordered;
+  }
+  const dnnl::memory reordered =
+      cacheable
+          ? dnnl::memory(set.weights, engine)
+          : dnnl::memory(set.weights, engine, LocalScratch().weights.Get(set.weights.get_size()));
+  Execute(set.weights_reorder, engine, stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, reordered}});
+  if (cacheable) {
+    stream.wait();  // other threads may use the entry as soon as it is inserted
+    InsertWeights(std::make_shared<const CachedWeights>(
+        CachedWeights{args.weight_key, set.weights,
+                      std::vector<float>(args.weight, args.weight + elements), reordered, bytes}));
+  }
+  return reordered;
+}
+
+void CpuBackend::Impl::InsertWeights(std::shared_ptr<const CachedWeights> entry) {
+  absl::MutexLock lock(&mu);
+  auto [begin, end] = weight_index.equal_range(entry->weight_key);
+  for (auto it = begin; it != end; ++it) {
+    if ((*it->second)->layout == entry->layout) {
+      weight_bytes -= (*it->second)->bytes;
+      weights.erase(it->second);
+      weight_index.erase(it);
+      break;
+    }
+  }
+  weight_bytes += entry->bytes;
+  weights.push_front(entry);
+  weight_index.emplace(entry->weight_key, weights.begin());
+  while (weight_bytes > options.weight_cache_bytes) {
+    const CachedWeights& oldest = *weights.back();
+    auto [first, last] = weight_index.equal_range(oldest.weight_key);
+    for (auto it = first; it != last; ++it) {
+      if (it->second == std::prev(weights.end())) {
+        weight_index.erase(it);
+        break;
+      }
+    }
+    weight_bytes -= oldest.bytes;
+    weights.pop_back();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Options& options) {
+  if (options.threads < 0 || options.threads > kMaxThreads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be in [0, ", kMaxThreads, "]; was ", options.threads));
+  }
+  if (options.weight_cache_bytes < 0 || options.weight_cache_bytes > kMaxWeightCacheBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight_cache_bytes must be in [0, 2^40]; was ", options.weight_cache_bytes));
+  }
+  if (options.max_primitives < 1 || options.max_primitives > kMaxPrimitives) {
+    return absl::InvalidArgumentError(absl::StrCat("max_primitives must be in [1, ", kMaxPrimitives,
+                                                   "]; was ", options.max_primitives));
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->threads = options.threads > 0 ? options.threads : AvailableCpus();
+  spdlog::debug("cpu backend: oneDNN {}.{}.{} on {}, {} threads", dnnl::version()->major,
+                dnnl::version()->minor, dnnl::version()->patch,
+                IsaName(dnnl::get_effective_cpu_isa()), impl->threads);
+  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(impl)));
+}
+
+CpuBackend::CpuBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CpuBackend::~CpuBackend() = default;
+
+int CpuBackend::threads() const { return impl_->threads; }
+
+std::string CpuBackend::Isa() const { return IsaName(dnnl::get_effective_cpu_isa()); }
+
+absl::Status CpuBackend::Supports(const Conv2dParams& p) const {
+  SPARKLE_RETURN_IF_ERROR(p.Validate());
+  ScopedOmpThreads omp_threads(impl_->threads);
+  return CatchAll(p, [&] {
+    // Direct with layouts `any`, the last choice, is the one every other choice falls back to.
+    MakeConvPd(impl_->engine, p, /*winograd=*/false);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::string> CpuBackend::ImplementationName(const Conv2dParams& p, int threads) {
+  SPARKLE_RETURN_IF_ERROR(p.Validate());
+  if (threads < 1 || threads > impl_->threads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be in [1, ", impl_->threads, "]; was ", threads));
+  }
+  ScopedOmpThreads omp_threads(threads);
+  return CatchAll(p, [&]() -> absl::StatusOr<std::string> {
+    // As run for weights with a weight_key, the case a server sees in steady state.
+    return impl_->Primitives(p, threads, impl_->Winograd(p, /*weight_key=*/1))->impl;
+  });
+}
+
+absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int threads) {
+  SPARKLE_RETURN_IF_ERROR(p.Validate());
+  if (threads < 1 || threads > impl_->threads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("threads must be in [1, ", impl_->threads, "]; was ", threads));
+  }
+  if (args.input == nullptr || args.weight == nullptr || args.output == nullptr ||
+      (p.has_bias && args.bias == nullptr)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("null input, weight, output or (with has_bias) bias for ", p.ToString()));
+  }
+  ScopedOmpThreads omp_threads(threads);
+  return CatchAll(p, [&] {
+    Impl& impl = *impl_;
+    const std::shared_ptr<const PrimitiveSet> set =
+        impl.Primitives(p, threads, impl.Winograd(p, args.weight_key));
+    ThreadScratch& scratch = LocalScratch();
+    dnnl::stream stream(impl.engine);
+    dnnl::memory src = UserMemory(set->user_src, impl.engine, args.input);
+    if (set->src_reorder.primitive) {
+      dnnl::memory plain = src;
+      src = dnnl::memory(set->src, impl.engine, scratch.src.Get(set->src.get_size()));
+      Execute(set->src_reorder, impl.engine, stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, src}});
+    }
+
+    std::shared_ptr<const CachedWeights> cached;  // keeps cached `weights` alive for the call
+    const dnnl::memory weights = impl.Weights(*set, p, args, stream, &cached);
+
+    dnnl::memory dst =
+        set->dst_reorder.primitive
+            ? dnnl::memory(set->dst, impl.engine, scratch.dst.Get(set->dst.get_size()))
+            : UserMemory(set->user_dst, impl.engine, args.output);
+    std::unordered_map<int, dnnl::memory> conv_args = {
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+    if (p.has_bias) conv_args.emplace(DNNL_ARG_BIAS, UserMemory(set->bias, impl.engine, args.bias));
+    Execute(set->conv, impl.engine, stream, std::move(conv_args));
+    if (set->dst_reorder.primitive) {
+      Execute(set->dst_reorder, impl.engine, stream,
+              {{DNNL_ARG_FROM, dst},
+               {DNNL_ARG_TO, UserMemory(set->user_dst, impl.engine, args.output)}});
+    }
+    stream.wait();
+    return absl::OkStatus();
+  });
+}
+
+}  // namespace sparkle

@@ -33,10 +33,14 @@ class CpuBackend {
     // OpenMP threads one batch may use. 0 = the CPUs this process may run on
     // (sched_getaffinity, also capped by the cgroup cpu.max quota). Range [0, 1024].
     int threads = 0;
-    // Use oneDNN's Winograd algorithm for 3×3, stride 1, dilation 1, groups 1 when oneDNN offers
-    // it on this CPU (about 1.8x the direct rate here; relative L2 error < 1e-5 on the shape table).
+    // Use oneDNN's Winograd algorithm for 3×3, stride 1, dilation 1, groups 1, C and K >= 32 when
+    // oneDNN offers it on this CPU and the call's weights are cached (weight_key != 0 and room in
+    // the weight cache): about 1.5x the direct rate here, reorders included; relative L2 error
+    // < 1e-5 on the shape table. Uncached weights run direct: the Winograd weight transform
+    // costs up to 50x the convolution.
     bool allow_winograd = true;
-    // Bytes of reordered weights kept across calls (LRU). Range [0, 2^40]; 0 disables the cache.
+    // Bytes of weights kept across calls (LRU), counting the reordered copy and the plain copy a
+    // lookup compares. Range [0, 2^40]; 0 disables the cache.
     int64_t weight_cache_bytes = int64_t{256} << 20;
     // Cached primitive sets (LRU). Range [1, 65536].
     int64_t max_primitives = 1024;
@@ -45,16 +49,19 @@ class CpuBackend {
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Options& options);
   ~CpuBackend();
 
-  // OK, or UNIMPLEMENTED with the reason oneDNN gives for not supporting p.
+  // OK, INVALID_ARGUMENT for invalid p, or UNIMPLEMENTED with the reason oneDNN gives for not
+  // supporting p.
   absl::Status Supports(const Conv2dParams& p) const;
 
   // Computes one convolution on the calling thread with `threads` OpenMP threads (1..threads()).
   // Thread-safe: several threads may run at once; no lock is held while computing.
-  // INVALID_ARGUMENT for invalid params or null pointers, INTERNAL if oneDNN fails.
+  // INVALID_ARGUMENT for invalid params, null pointers or threads out of range; UNIMPLEMENTED if
+  // oneDNN cannot run p, RESOURCE_EXHAUSTED when out of memory, INTERNAL if oneDNN fails.
   absl::Status Run(const Conv2dParams& p, const ConvArgs& args, int threads);
 
-  // The oneDNN implementation chosen for p at `threads` threads, e.g. "brg:avx512_core" or
-  // "jit:avx512_core_wino" (creates and caches the primitive if needed).
+  // The oneDNN implementation chosen for p at `threads` threads when the weights have a
+  // weight_key, e.g. "brgconv:avx512_core" or "jit_fp32_wino_2x3:avx512_core" (creates and
+  // caches the primitive if needed).
   absl::StatusOr<std::string> ImplementationName(const Conv2dParams& p, int threads);
 
   int threads() const;       // resolved Options::threads

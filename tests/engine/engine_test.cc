@@ -1,0 +1,313 @@
+#include "engine/engine.h"
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "engine/cpu/conv2d_ref.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/shape_table.h"
+
+namespace sparkle {
+namespace {
+
+using ::sparkle::testing::RandomFloats;
+using ::sparkle::testing::RelativeL2Error;
+using ::testing::HasSubstr;
+
+// One job with its own buffers and a recorded completion.
+struct TestJob {
+  Conv2dParams params;
+  std::vector<float> input, weight, bias, output, expected;
+  absl::Notification done;
+  absl::Status status;
+  ExecTimestamps timestamps;
+
+  TestJob(const Conv2dParams& p, uint32_t seed, const std::vector<float>* shared_weight = nullptr)
+      : params(p) {
+    input = RandomFloats(p.input_elements(), seed);
+    weight = shared_weight ? *shared_weight : RandomFloats(p.weight_elements(), seed + 1000);
+    if (p.has_bias) bias = RandomFloats(p.k, seed + 2000);
+    output.assign(p.output_elements(), -7.0f);
+    expected.resize(p.output_elements());
+    Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
+              expected.data());
+  }
+
+  std::unique_ptr<Conv2dJob> Make() {
+    auto job = std::make_unique<Conv2dJob>();
+    job->params = params;
+    job->input = input.data();
+    job->weight = weight.data();
+    job->bias = params.has_bias ? bias.data() : nullptr;
+    job->output = output.data();
+    job->done = [this](const absl::Status& s, const ExecTimestamps& t) {
+      status = s;
+      timestamps = t;
+      done.Notify();
+    };
+    return job;
+  }
+
+  double Error() const {
+    return RelativeL2Error(output.data(), expected.data(), params.output_elements());
+  }
+};
+
+Conv2dParams Small() {
+  Conv2dParams p;
+  p.n = 1, p.c = 16, p.h = 32, p.w = 32, p.k = 16, p.r = 3, p.s = 3, p.pad_h = p.pad_w = 1;
+  return p;
+}
+
+std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
+  options.cpu.threads = 2;
+  auto engine = Engine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return std::move(engine).value();
+}
+
+TEST(EngineTest, ComputesCorrectResultsForMixedShapes) {
+  auto engine = MakeEngine();
+  Conv2dParams big;
+  big.n = 2, big.c = 32, big.h = 28, big.w = 28, big.k = 64, big.r = big.s = 3;
+  big.pad_h = big.pad_w = 1, big.has_bias = true;  // above side_by_side_max_flops
+  Conv2dParams nhwc = Small();
+  nhwc.layout = Layout::kNHWC, nhwc.stride_h = 2;
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 12; ++i) {
+    const Conv2dParams& p = i % 3 == 0 ? big : i % 3 == 1 ? Small() : nhwc;
+    jobs.push_back(std::make_unique<TestJob>(p, i));
+  }
+  for (auto& j : jobs) {
+    auto job = j->Make();
+    ASSERT_TRUE(engine->Submit(&job).ok());
+    EXPECT_EQ(job, nullptr);
+  }
+  for (auto& j : jobs) {
+    j->done.WaitForNotification();
+    EXPECT_TRUE(j->status.ok()) << j->status;
+    EXPECT_LT(j->Error(), 1e-5) << j->params.ToString();
+    EXPECT_LE(j->timestamps.enqueued, j->timestamps.batch_formed);
+    EXPECT_LE(j->timestamps.compute_start, j->timestamps.compute_end);
+  }
+  EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.jobs_accepted, 12);
+  EXPECT_EQ(stats.jobs_succeeded, 12);
+  EXPECT_GT(stats.gflop, 0);
+}
+
+TEST(EngineTest, JobsWithTheSameWeightsBatchAlongNAndStayCorrect) {
+  EngineOptions options;
+  options.batcher.max_queue_delay = absl::Milliseconds(200);  // let the batch fill
+  options.batcher.max_batch_size = 8;
+  auto engine = MakeEngine(options);
+  Conv2dParams p = Small();
+  p.has_bias = true;
+  const std::vector<float> weight = RandomFloats(p.weight_elements(), 99);
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 8; ++i) {
+    Conv2dParams pi = p;
+    pi.n = 1 + i % 2;  // N=1 and N=2 mixed: 12 images in all
+    jobs.push_back(std::make_unique<TestJob>(pi, i, &weight));
+    jobs.back()->bias = jobs.front()->bias;
+    Conv2dRef(pi, jobs.back()->input.data(), weight.data(), jobs.back()->bias.data(),
+              jobs.back()->expected.data());
+  }
+  for (auto& j : jobs) {
+    auto job = j->Make();
+    ASSERT_TRUE(engine->Submit(&job).ok());
+  }
+  int max_batch_jobs = 0;
+  for (auto& j : jobs) {
+    j->done.WaitForNotification();
+    ASSERT_TRUE(j->status.ok()) << j->status;
+    EXPECT_LT(j->Error(), 1e-5);
+    max_batch_jobs = std::max(max_batch_jobs, j->timestamps.batch_jobs);
+  }
+  EXPECT_GT(max_batch_jobs, 1) << "identical weights should have been batched";
+  EXPECT_LT(engine->Stats().batches, 8);
+}
+
+TEST(EngineTest, DifferentWeightsNeverShareABatch) {
+  EngineOptions options;
+  options.batcher.max_queue_delay = absl::Milliseconds(100);
+  auto engine = MakeEngine(options);
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 6; ++i) jobs.push_back(std::make_unique<TestJob>(Small(), 10 * i));
+  for (auto& j : jobs) {
+    auto job = j->Make();
+    ASSERT_TRUE(engine->Submit(&job).ok());
+  }
+  for (auto& j : jobs) {
+    j->done.WaitForNotification();
+    ASSERT_TRUE(j->status.ok());
+    EXPECT_EQ(j->timestamps.batch_jobs, 1);
+    EXPECT_LT(j->Error(), 1e-5);
+  }
+}
+
+TEST(EngineTest, CallerSuppliedWeightKeyCollisionIsCaughtBeforeCompute) {
+  EngineOptions options;
+  options.batcher.max_queue_delay = absl::Milliseconds(100);
+  auto engine = MakeEngine(options);
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 4; ++i) jobs.push_back(std::make_unique<TestJob>(Small(), 7 * i + 1));
+  for (auto& j : jobs) {
+    auto job = j->Make();
+    job->weight_key = 42;  // a lying identity: the engine must still compare the bytes
+    ASSERT_TRUE(engine->Submit(&job).ok());
+  }
+  for (auto& j : jobs) {
+    j->done.WaitForNotification();
+    ASSERT_TRUE(j->status.ok());
+    EXPECT_LT(j->Error(), 1e-5);
+  }
+}
+
+TEST(EngineTest, RejectsBadJobsWithoutCallingDone) {
+  EngineOptions options;
+  options.max_job_bytes = 100000;
+  options.max_job_bytes_flag = "max_job_bytes";
+  auto engine = MakeEngine(options);
+  TestJob ok_job(Small(), 1);
+
+  auto job = ok_job.Make();
+  job->params.k = 0;
+  absl::Status s = engine->Submit(&job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_NE(job, nullptr);  // still the caller's
+
+  job = ok_job.Make();
+  job->input = nullptr;
+  EXPECT_EQ(engine->Submit(&job).code(), absl::StatusCode::kInvalidArgument);
+
+  Conv2dParams large = Small();
+  large.c = large.k = 64;
+  TestJob large_job(large, 2);
+  job = large_job.Make();
+  s = engine->Submit(&job);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("--max_job_bytes"));
+  EXPECT_FALSE(IsQueueFull(s));
+
+  job = ok_job.Make();
+  job->deadline = absl::Now() - absl::Seconds(1);
+  EXPECT_EQ(engine->Submit(&job).code(), absl::StatusCode::kDeadlineExceeded);
+
+  EXPECT_FALSE(ok_job.done.HasBeenNotified());
+  // The engine keeps serving after every rejection.
+  job = ok_job.Make();
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  ok_job.done.WaitForNotification();
+  EXPECT_TRUE(ok_job.status.ok());
+  EXPECT_EQ(engine->Stats().jobs_rejected, 4);
+}
+
+TEST(EngineTest, FullQueueIsRetryableResourceExhausted) {
+  EngineOptions options;
+  options.batcher.max_queued_jobs = 2;
+  options.batcher.max_queue_delay = absl::Milliseconds(300);  // keep them queued
+  options.batcher.max_batch_size = 64;
+  auto engine = MakeEngine(options);
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 3; ++i) jobs.push_back(std::make_unique<TestJob>(Small(), 5));
+  auto a = jobs[0]->Make(), b = jobs[1]->Make(), c = jobs[2]->Make();
+  ASSERT_TRUE(engine->Submit(&a).ok());
+  ASSERT_TRUE(engine->Submit(&b).ok());
+  absl::Status s = engine->Submit(&c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsQueueFull(s));
+  jobs[0]->done.WaitForNotification();
+  jobs[1]->done.WaitForNotification();
+}
+
+TEST(EngineTest, CancelledAndExpiredJobsCompleteWithTheirCodes) {
+  EngineOptions options;
+  options.batcher.max_queue_delay = absl::Milliseconds(100);
+  auto engine = MakeEngine(options);
+  TestJob cancelled(Small(), 1), expired(Small(), 2), fine(Small(), 3);
+  auto job = cancelled.Make();
+  job->cancelled = std::make_shared<std::atomic<bool>>(false);
+  auto flag = job->cancelled;
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  flag->store(true);
+  job = expired.Make();
+  job->deadline = absl::Now() + absl::Milliseconds(20);
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  job = fine.Make();
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  cancelled.done.WaitForNotification();
+  expired.done.WaitForNotification();
+  fine.done.WaitForNotification();
+  EXPECT_EQ(cancelled.status.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(expired.status.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(fine.status.ok());
+  EXPECT_LT(fine.Error(), 1e-5);
+  EngineStats stats = engine->Stats();
+  EXPECT_EQ(stats.jobs_failed, 2);
+  EXPECT_EQ(stats.jobs_succeeded, 1);
+}
+
+TEST(EngineTest, DrainFinishesAcceptedWorkThenRefusesNewJobs) {
+  auto engine = MakeEngine();
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  for (int i = 0; i < 20; ++i) jobs.push_back(std::make_unique<TestJob>(Small(), i));
+  for (auto& j : jobs) {
+    auto job = j->Make();
+    ASSERT_TRUE(engine->Submit(&job).ok());
+  }
+  EXPECT_TRUE(engine->Drain(absl::Now() + absl::Seconds(30)).ok());
+  EXPECT_TRUE(engine->draining());
+  for (auto& j : jobs) {
+    ASSERT_TRUE(j->done.HasBeenNotified());
+    EXPECT_TRUE(j->status.ok());
+    EXPECT_LT(j->Error(), 1e-5);
+  }
+  TestJob late(Small(), 99);
+  auto job = late.Make();
+  EXPECT_EQ(engine->Submit(&job).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(EngineTest, ConcurrentSubmittersAllGetCorrectAnswers) {
+  auto engine = MakeEngine();
+  constexpr int kThreads = 4, kPerThread = 25;
+  std::vector<std::unique_ptr<TestJob>> jobs;
+  const std::vector<float> weight = RandomFloats(Small().weight_elements(), 5);
+  for (int i = 0; i < kThreads * kPerThread; ++i) {
+    jobs.push_back(std::make_unique<TestJob>(Small(), i, i % 2 ? &weight : nullptr));
+  }
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto job = jobs[t * kPerThread + i]->Make();
+        ASSERT_TRUE(engine->Submit(&job).ok());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& j : jobs) {
+    j->done.WaitForNotification();
+    ASSERT_TRUE(j->status.ok());
+    EXPECT_LT(j->Error(), 1e-5);
+  }
+}
+
+TEST(EngineTest, InvalidOptionsAreRejectedByName) {
+  EngineOptions options;
+  options.max_job_bytes = 0;
+  auto engine = Engine::Create(options);
+  EXPECT_EQ(engine.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(engine.status().message()), HasSubstr("max_job_bytes"));
+  options = {};
+  options.batcher.max_batch_size = 0;
+  EXPECT_EQ(Engine::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace sparkle

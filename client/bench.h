@@ -1,0 +1,113 @@
+// Closed-loop load generator for sparkled, modelled on perf_analyzer's concurrency mode
+// (serving-anchors.md §6): for each shape class and each concurrency level C it keeps exactly C
+// ModelInfer requests in flight for a warm-up period and then a measurement window, and reports
+// requests/s, GFLOP/s, MB/s of tensor payload, latency percentiles and errors by code.
+//
+// The client is built to spend its CPU on transport, not on messages (it shares the machine
+// with the server): each shape class's request is built and serialized once, with random data
+// generated once, and every call re-sends the same reference-counted bytes through a generic
+// stub on the callback API, spread over several channels (grpc-transport.md).
+//
+// Every level stops by itself: issuing stops at the end of the window (or after max_requests
+// measured completions), and each call in flight is bounded by the RPC deadline.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "client/infer_request.h"
+#include "client/sparkle_client.h"
+
+namespace sparkle::client {
+
+// One conv2d geometry that the bench sends (NCHW, with a bias).
+struct ShapeClass {
+  std::string name;
+  int64_t n = 1, c = 1, h = 1, w = 1;  // input
+  int64_t k = 1, r = 1, s = 1;         // output channels, kernel height and width
+  ConvGeometry geometry;
+
+  int64_t OutputHeight() const;  // P
+  int64_t OutputWidth() const;   // Q
+  // Useful FLOP of one request: 2·N·K·P·Q·(C/groups)·R·S.
+  double Flop() const;
+  // benchdnn-style description, e.g. "mb1_ic16oc16_ih32kh3ph1_iw32kw3pw1".
+  std::string Describe() const;
+};
+
+// The built-in classes, in the order the usage text lists them ("mixed" is not among them).
+const std::vector<ShapeClass>& BuiltinShapeClasses();
+
+// The classes one --shape_class name stands for: a built-in one, or for "mixed" the round robin
+// tiny, resnet_3x3_28, mobilenet_dw. INVALID_ARGUMENT listing the valid names otherwise.
+absl::StatusOr<std::vector<ShapeClass>> ResolveShapeClass(absl::string_view name);
+
+struct BenchOptions {
+  // Requests kept in flight, one level after another; each in [1, 4096].
+  std::vector<int> concurrency = {1, 4, 16, 64};
+  // Names accepted by ResolveShapeClass, run one after another.
+  std::vector<std::string> shape_classes = {"tiny"};
+  // Measurement window per level; (0, 1 h].
+  absl::Duration duration = absl::Seconds(5);
+  // Load before each window that is not measured (connections, caches, the server's batcher
+  // settling); [0, 10 min].
+  absl::Duration warmup = absl::Seconds(1);
+  // Ends a level's window early after this many measured completions (OK or not); 0: no bound.
+  int64_t max_requests = 0;
+  // Placement (string_param "device"); empty: not sent.
+  std::string device;
+  // Extra int64 request parameters (priority, timeout, ...).
+  std::vector<std::pair<std::string, int64_t>> extra_params;
+  // Seed of the random tensors (the same for every level, so levels are comparable).
+  uint64_t seed = 1;
+  // If set, results are also written there as CSV (see CsvHeader); the file is replaced.
+  std::string csv_path;
+};
+
+// What one (shape class, concurrency) level measured.
+struct LevelResult {
+  std::string shape_class;
+  int concurrency = 0;
+  double window_seconds = 0;
+  int64_t ok = 0;                                // completed OK in the window
+  std::map<absl::StatusCode, int64_t> errors;    // non-OK completions in the window, by code
+  double flop = 0;                               // useful FLOP of the OK requests
+  double payload_bytes = 0;                      // request + response tensor bytes, OK requests
+  // Latency of the OK requests, microseconds (nearest-rank percentiles).
+  double mean_us = 0, p50_us = 0, p90_us = 0, p95_us = 0, p99_us = 0, max_us = 0;
+
+  double RequestsPerSecond() const;
+  double GflopPerSecond() const;
+  double MegabytesPerSecond() const;  // 10^6 bytes
+  int64_t ErrorCount() const;
+  // "-" or e.g. "RESOURCE_EXHAUSTED:12 DEADLINE_EXCEEDED:1".
+  std::string ErrorSummary() const;
+};
+
+// The nearest-rank q-quantile (q in [0, 1]) of `sorted` (ascending); 0 for an empty vector.
+double Percentile(const std::vector<double>& sorted, double q);
+
+// CSV: perf_analyzer's column names where the meaning is the same (latencies in µs), then
+// sparkle's extras. One header line, one line per level.
+std::string CsvHeader();
+std::string CsvRow(const LevelResult& result);
+
+// INVALID_ARGUMENT naming the field if `options` is out of range or names an unknown class.
+absl::Status ValidateBenchOptions(const BenchOptions& options);
+
+// Connects (connection.channels channels), then runs every class × level, printing a table row
+// to `out` as each level finishes and writing the CSV at the end. A class whose first request
+// fails is reported and skipped; the first such failure is returned (a server error, exit 1)
+// after the remaining classes have run.
+absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptions& options,
+                      std::ostream& out);
+
+}  // namespace sparkle::client

@@ -1,0 +1,260 @@
+#include "client/commands.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/json_util.h"
+#include "client/arg_parse.h"
+#include "client/npy.h"
+#include "client/status_macros.h"
+#include "client/table.h"
+
+namespace sparkle::client {
+namespace {
+
+std::string YesNo(bool b) { return b ? "yes" : "no"; }
+
+std::string HumanBytes(double bytes) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int unit = 0;
+  while (bytes >= 1024.0 && unit < 4) {
+    bytes /= 1024.0;
+    ++unit;
+  }
+  return unit == 0 ? absl::StrCat(static_cast<int64_t>(bytes), " B")
+                   : absl::StrFormat("%.1f %s", bytes, kUnits[unit]);
+}
+
+// "1h2m3s" at one-second resolution (sub-second uptime is noise to an operator).
+std::string HumanUptime(double seconds) {
+  return absl::FormatDuration(absl::Seconds(std::floor(std::max(seconds, 0.0))));
+}
+
+// One tensor: read from `path` or generated with `shape` (ValidateInferOptions allows at most
+// one of the two); nullopt if neither is given.
+absl::StatusOr<std::optional<NpyArray>> LoadOrGenerate(const std::string& path,
+                                                       const std::vector<int64_t>& shape,
+                                                       uint64_t seed) {
+  if (!path.empty()) return ReadNpyFile(path);
+  if (!shape.empty()) return RandomArray(shape, seed);
+  return std::optional<NpyArray>();
+}
+
+absl::Status SaveInputs(const std::string& dir, const InferInputs& inputs) {
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--save_inputs: cannot create ", dir, ": ", error.message()));
+  }
+  const std::filesystem::path base(dir);
+  SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "input.npy", inputs.input));
+  SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "weight.npy", inputs.weight));
+  if (inputs.bias.has_value()) {
+    SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "bias.npy", *inputs.bias));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RunHealth(const SparkleClient::Options& connection, std::ostream& out) {
+  SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
+                           SparkleClient::Connect(connection));
+  // Liveness is the one answer health cannot do without: if even that fails, report it as the
+  // server's error. The other probes degrade to a "no (reason)" line.
+  SPARKLE_ASSIGN_OR_RETURN(const bool live, client->ServerLive());
+  out << "live:   " << YesNo(live) << '\n';
+
+  const absl::StatusOr<bool> ready = client->ServerReady();
+  out << "ready:  "
+      << (ready.ok() ? YesNo(*ready) : absl::StrCat("no (", StatusText(ready.status()), ")"))
+      << '\n';
+
+  const absl::StatusOr<bool> model = client->ModelReady(kModelName);
+  out << "model:  " << kModelName << ' '
+      << (model.ok() ? (*model ? "ready" : "not ready")
+                     : absl::StrCat("not ready (", StatusText(model.status()), ")"))
+      << '\n';
+
+  // A server without grpc.health.v1 is still usable: the line says so and readiness rests on
+  // the KServe answers alone.
+  const absl::StatusOr<ServingStatus> health = client->HealthCheck("");
+  bool health_ok = true;
+  if (health.ok()) {
+    health_ok = *health == ServingStatus::kServing;
+    out << "health: " << ServingStatusName(*health) << '\n';
+  } else {
+    out << "health: not available (" << StatusText(health.status()) << ")\n";
+  }
+
+  if (live && ready.ok() && *ready && model.ok() && *model && health_ok) return absl::OkStatus();
+  return MarkAsServerError(
+      absl::UnavailableError(absl::StrCat(connection.target, " is reachable but not ready")));
+}
+
+absl::Status RunStatus(const SparkleClient::Options& connection, bool json, std::ostream& out) {
+  SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
+                           SparkleClient::Connect(connection));
+  SPARKLE_ASSIGN_OR_RETURN(const sparkle::v1::GetStatusResponse status, client->GetStatus());
+  if (json) {
+    google::protobuf::util::JsonPrintOptions options;
+    options.add_whitespace = true;
+    options.always_print_primitive_fields = true;
+    options.preserve_proto_field_names = true;
+    std::string text;
+    const auto converted = google::protobuf::util::MessageToJsonString(status, &text, options);
+    if (!converted.ok()) {
+      return absl::InternalError(absl::StrCat("cannot render JSON: ", converted.ToString()));
+    }
+    out << text;
+    if (text.empty() || text.back() != '\n') out << '\n';
+    return absl::OkStatus();
+  }
+
+  out << "sparkled " << status.version() << " (" << status.build() << ")";
+  if (!status.listen_address().empty()) out << " at " << status.listen_address();
+  out << '\n';
+  out << "uptime " << HumanUptime(status.uptime_seconds()) << "  ready " << YesNo(status.ready())
+      << "  draining " << YesNo(status.draining()) << "\n\n";
+
+  TextTable devices({"DEVICE", "KIND", "HEALTHY", "THREADS", "JOBS", "BATCHES", "GFLOP",
+                     "BUSY", "GFLOP/s(busy)", "DETAIL"});
+  for (const auto& d : status.devices()) {
+    devices.AddRow({d.name(), d.kind(), YesNo(d.healthy()), absl::StrCat(d.threads()),
+                    absl::StrCat(d.jobs_done()), absl::StrCat(d.batches_done()),
+                    absl::StrFormat("%.1f", d.gflop_done()),
+                    absl::StrFormat("%.1fs", d.busy_seconds()),
+                    d.busy_seconds() > 0 ? absl::StrFormat("%.1f", d.gflop_done() /
+                                                                       d.busy_seconds())
+                                         : "-",
+                    d.detail()});
+  }
+  devices.Print(out);
+
+  out << "\nqueue " << status.queued_jobs() << " jobs, " << HumanBytes(status.queued_bytes())
+      << " (limits " << status.max_queued_jobs() << " jobs, "
+      << HumanBytes(status.max_queued_bytes()) << ")\n";
+  if (status.queue_size() > 0) {
+    TextTable queue({"SHAPE CLASS", "JOBS", "BYTES"});
+    for (const auto& q : status.queue()) {
+      queue.AddRow({q.shape(), absl::StrCat(q.jobs()), HumanBytes(q.bytes())});
+    }
+    queue.Print(out, "  ");
+  }
+
+  out << "\njobs accepted " << status.jobs_accepted() << "  succeeded "
+      << status.jobs_succeeded() << "  failed " << status.jobs_failed() << "  rejected "
+      << status.jobs_rejected() << "  mean batch size "
+      << absl::StrFormat("%.2f", status.mean_batch_size()) << '\n';
+  return absl::OkStatus();
+}
+
+absl::Status ValidateInferOptions(const InferCommandOptions& options) {
+  auto exactly_one = [](absl::string_view name, bool path, bool shape) -> absl::Status {
+    if (path && shape) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("give --", name, " or --", name, "_shape, not both"));
+    }
+    if (!path && !shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "infer needs --", name, "=FILE.npy or --", name, "_shape=DIMS (random data)"));
+    }
+    return absl::OkStatus();
+  };
+  SPARKLE_RETURN_IF_ERROR(
+      exactly_one("input", !options.input_path.empty(), !options.input_shape.empty()));
+  SPARKLE_RETURN_IF_ERROR(
+      exactly_one("weight", !options.weight_path.empty(), !options.weight_shape.empty()));
+  if (!options.bias_path.empty() && !options.bias_shape.empty()) {
+    return absl::InvalidArgumentError("give --bias or --bias_shape, not both");
+  }
+  if (options.bias_shape.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--bias_shape must be 1-D ([K]); was ", FormatShape(options.bias_shape)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunInfer(const SparkleClient::Options& connection, InferCommandOptions options,
+                      std::ostream& out) {
+  SPARKLE_RETURN_IF_ERROR(ValidateInferOptions(options));
+  // Files first: a typo in a path is reported without touching the server.
+  InferInputs inputs;
+  SPARKLE_ASSIGN_OR_RETURN(
+      std::optional<NpyArray> input,
+      LoadOrGenerate(options.input_path, options.input_shape, options.seed));
+  SPARKLE_ASSIGN_OR_RETURN(
+      std::optional<NpyArray> weight,
+      LoadOrGenerate(options.weight_path, options.weight_shape, options.seed + 1));
+  SPARKLE_ASSIGN_OR_RETURN(
+      inputs.bias, LoadOrGenerate(options.bias_path, options.bias_shape, options.seed + 2));
+  inputs.input = std::move(*input);
+  inputs.weight = std::move(*weight);
+  if (!options.save_inputs_dir.empty()) {
+    SPARKLE_RETURN_IF_ERROR(SaveInputs(options.save_inputs_dir, inputs));
+  }
+  const std::string input_shape = FormatShape(inputs.input.shape);
+  const std::string weight_shape = FormatShape(inputs.weight.shape);
+  SPARKLE_ASSIGN_OR_RETURN(inference::ModelInferRequest request,
+                           BuildInferRequest(std::move(inputs), options.request));
+
+  SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
+                           SparkleClient::Connect(connection));
+  const absl::Time start = absl::Now();
+  SPARKLE_ASSIGN_OR_RETURN(inference::ModelInferResponse response, client->ModelInfer(request));
+  const absl::Duration round_trip = absl::Now() - start;
+  // A malformed response is the server's fault: exit 1, like any other server error.
+  absl::StatusOr<NpyArray> output = TakeOutput(&response);
+  if (!output.ok()) return MarkAsServerError(output.status());
+
+  out << "input   " << input_shape << "  weight " << weight_shape << '\n';
+  out << "output  " << FormatShape(output->shape) << " FP32 (" << HumanBytes(output->data.size())
+      << ")";
+  if (!options.output_path.empty()) {
+    SPARKLE_RETURN_IF_ERROR(WriteNpyFile(options.output_path, *output));
+    out << " -> " << options.output_path;
+  }
+  out << '\n';
+  // The KServe response has no timing field; the round trip includes transfer both ways. Any
+  // parameters the server attaches (e.g. timings, should it add them) are shown as sent.
+  out << "time    " << absl::StrFormat("%.3f ms", absl::ToDoubleMilliseconds(round_trip))
+      << " round trip\n";
+  if (!response.parameters().empty()) {
+    std::vector<std::string> params;
+    for (const auto& [key, value] : response.parameters()) {
+      switch (value.parameter_choice_case()) {
+        case inference::InferParameter::kBoolParam:
+          params.push_back(absl::StrCat(key, "=", value.bool_param() ? "true" : "false"));
+          break;
+        case inference::InferParameter::kInt64Param:
+          params.push_back(absl::StrCat(key, "=", value.int64_param()));
+          break;
+        case inference::InferParameter::kStringParam:
+          params.push_back(absl::StrCat(key, "=", value.string_param()));
+          break;
+        case inference::InferParameter::kDoubleParam:
+          params.push_back(absl::StrCat(key, "=", value.double_param()));
+          break;
+        case inference::InferParameter::kUint64Param:
+          params.push_back(absl::StrCat(key, "=", value.uint64_param()));
+          break;
+        default:
+          params.push_back(key);
+      }
+    }
+    std::sort(params.begin(), params.end());  // map order is unspecified
+    out << "server  " << absl::StrJoin(params, " ") << '\n';
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace sparkle::client

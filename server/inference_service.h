@@ -1,0 +1,50 @@
+// InferenceService: the KServe v2 `inference.GRPCInferenceService` over the engine. A thin
+// adapter: parse and validate (request_parser.h), submit, and finish the RPC from the job's
+// done callback on an engine thread. The client going away cancels the job wherever it is.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "engine/engine.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
+#include "server/request_parser.h"
+
+namespace sparkle {
+
+class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  struct Options {
+    ParseLimits limits;
+    // Trailing-metadata hint sent with RESOURCE_EXHAUSTED for a full queue, in ms. [0, 60000].
+    int64_t retry_after_ms = 20;
+  };
+
+  // `engine` is not owned and must outlive the service.
+  InferenceService(Engine* engine, const Options& options);
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+
+ private:
+  Engine* const engine_;
+  const Options options_;
+};
+
+}  // namespace sparkle

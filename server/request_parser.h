@@ -1,0 +1,47 @@
+// ParseInferRequest: a KServe v2 ModelInferRequest for the `conv2d` model → the geometry and
+// data pointers of one conv2d job. Every rule of PROTOCOL.md's error table is checked here, with
+// a message that names the field and the value; sizes are validated with overflow-checked
+// arithmetic before anything is allocated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/core/conv2d_params.h"
+#include "inference/grpc_predict_v2.pb.h"
+
+namespace sparkle {
+
+inline constexpr char kModelName[] = "conv2d";
+inline constexpr char kModelVersion[] = "1";
+
+struct ParsedInferRequest {
+  Conv2dParams params;
+  // Point into the request message, which outlives the job (gRPC keeps it until Finish).
+  const float* input = nullptr;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+  int priority = 0;                                  // `priority` parameter, 0 = default
+  absl::Duration queue_timeout = absl::InfiniteDuration();  // `timeout` parameter (µs)
+  std::string device = "auto";                       // `device` parameter
+};
+
+struct ParseLimits {
+  // Largest request (serialized), in bytes; RESOURCE_EXHAUSTED naming `flag` above it.
+  int64_t max_request_bytes = int64_t{256} << 20;
+  // Largest response the daemon may send, in bytes; RESOURCE_EXHAUSTED naming `flag` above it.
+  int64_t max_response_bytes = int64_t{256} << 20;
+  std::string flag = "max_message_bytes";
+};
+
+// NOT_FOUND for an unknown model or version, FAILED_PRECONDITION for a GPU device on a daemon
+// without one, RESOURCE_EXHAUSTED for an output above the limit, INVALID_ARGUMENT otherwise.
+absl::StatusOr<ParsedInferRequest> ParseInferRequest(const inference::ModelInferRequest& request,
+                                                     const ParseLimits& limits);
+
+// NOT_FOUND unless name is "conv2d" and version is "" or "1".
+absl::Status CheckModel(const std::string& name, const std::string& version);
+
+}  // namespace sparkle

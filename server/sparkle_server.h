@@ -1,0 +1,39 @@
+// SparkleServer: owns the engine, the gRPC server (inference, control and health services) and
+// their lifecycle. Shutdown follows ARCHITECTURE.md §9: health NOT_SERVING → stop admission →
+// drain accepted work within the budget → stop the gRPC server → destroy the engine.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/server_options.h"
+
+namespace sparkle {
+
+class SparkleServer {
+ public:
+  // Validates options, creates the engine and starts listening. The bound address (with the
+  // real port when the option asked for port 0) is address().
+  static absl::StatusOr<std::unique_ptr<SparkleServer>> Start(const ServerOptions& options);
+  ~SparkleServer();  // Shutdown(now) if not yet shut down
+
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+  // Graceful stop: OK when all accepted work finished before `deadline`. Thread-safe,
+  // idempotent (later calls return the first result).
+  absl::Status Shutdown(absl::Time deadline);
+
+  const std::string& address() const;
+
+ private:
+  // Implementation details follow; API users need not read.
+  struct Impl;
+  explicit SparkleServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sparkle
