@@ -289,6 +289,7 @@ const std::vector<ShapeClass>& BuiltinShapeClasses() {
       Conv("resnet_3x3_28", 1, 128, 28, 28, 128, 3, 1, 1),
       Conv("resnet_3x3_14", 1, 256, 14, 14, 256, 3, 1, 1),
       Conv("resnet_3x3_7", 1, 512, 7, 7, 512, 3, 1, 1),
+      Conv("resnet_3x3_56_b8", 8, 64, 56, 56, 64, 3, 1, 1),
       Conv("mid_3x3", 4, 32, 64, 64, 32, 3, 1, 1),
       Conv("mobilenet_dw", 1, 128, 56, 56, 128, 3, 1, 1, /*groups=*/128),
       Conv("vgg_3x3_224", 1, 64, 224, 224, 64, 3, 1, 1),
@@ -398,7 +399,7 @@ absl::Status ValidateBenchOptions(const BenchOptions& options) {
 }
 
 absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptions& options,
-                      std::ostream& out) {
+                      std::ostream& out, std::vector<LevelResult>* results) {
   SPARKLE_RETURN_IF_ERROR(ValidateBenchOptions(options));
   // Opening the CSV first: a bad path should not cost a whole run.
   std::ofstream csv;
@@ -449,6 +450,7 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
       result.shape_class = name;
       PrintRow(result, out);
       if (csv.is_open()) csv << CsvRow(result) << '\n';
+      if (results != nullptr) results->push_back(result);
     }
   }
   if (csv.is_open()) {

@@ -107,7 +107,8 @@ absl::Status ValidateBenchOptions(const BenchOptions& options);
 // to `out` as each level finishes and writing the CSV at the end. A class whose first request
 // fails is reported and skipped; the first such failure is returned (a server error, exit 1)
 // after the remaining classes have run.
+// Each level's result is also appended to *results when it is not null.
 absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptions& options,
-                      std::ostream& out);
+                      std::ostream& out, std::vector<LevelResult>* results = nullptr);
 
 }  // namespace sparkle::client

@@ -196,11 +196,15 @@ struct Engine::Impl {
     std::move(job->done)(status, job->timestamps);
   }
 
-  // Bookkeeping after a job's done has returned, whoever completed it (a worker, or the
-  // batcher dropping an expired or cancelled job).
-  void Retire(const absl::Status& status) {
+  // Bookkeeping around a job's done, whoever completes it (a worker, or the batcher dropping
+  // an expired or cancelled job): counted before done runs, so that a caller who has seen done
+  // also sees the count; out of flight only after done returned, so that Drain covers it.
+  void Count(const absl::Status& status) {
     absl::MutexLock lock(&mu);
     (status.ok() ? stats.jobs_succeeded : stats.jobs_failed)++;
+  }
+  void Retire() {
+    absl::MutexLock lock(&mu);
     in_flight--;
   }
 };
@@ -268,8 +272,9 @@ absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
   auto user_done = std::make_shared<JobDone>(std::move(job.done));
   job.done = [impl = impl_.get(), user_done](const absl::Status& s,
                                              const ExecTimestamps& t) mutable {
+    impl->Count(s);
     std::move (*user_done)(s, t);
-    impl->Retire(s);
+    impl->Retire();
   };
   status = impl_->batcher->Enqueue(job_ptr);
   absl::MutexLock lock(&impl_->mu);

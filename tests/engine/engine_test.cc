@@ -171,7 +171,7 @@ TEST(EngineTest, CallerSuppliedWeightKeyCollisionIsCaughtBeforeCompute) {
 
 TEST(EngineTest, RejectsBadJobsWithoutCallingDone) {
   EngineOptions options;
-  options.max_job_bytes = 100000;
+  options.max_job_bytes = 200000;
   options.max_job_bytes_flag = "max_job_bytes";
   auto engine = MakeEngine(options);
   TestJob ok_job(Small(), 1);
