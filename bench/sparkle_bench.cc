@@ -105,7 +105,7 @@ client::LevelResult DaemonLevel(const std::string& address, const std::string& s
 
 std::unique_ptr<testing::DaemonProcess> StartDaemon(std::vector<std::string> args) {
   args.push_back(absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads)));
-  args.push_back("--log_level=warn");
+  args.push_back("--log_level=info");  // the address is logged at info
   auto d = testing::DaemonProcess::Start(absl::GetFlag(FLAGS_sparkled), args);
   if (!d.ok()) {
     std::cerr << d.status() << "\n";

@@ -66,6 +66,10 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "side_by_side_max_flops must be in [0, 1e15]; was ", o.side_by_side_max_flops));
   }
+  if (!(o.max_batched_job_flops >= 0 && o.max_batched_job_flops <= 1e15)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_batched_job_flops must be in [0, 1e15]; was ", o.max_batched_job_flops));
+  }
   return absl::OkStatus();
 }
 
@@ -261,6 +265,7 @@ absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
     impl_->stats.jobs_rejected++;
     return status;
   }
+  job.batchable = job.params.flops() < impl_->options.max_batched_job_flops;
   {
     // Counted before Enqueue so that a worker finishing the job at once cannot drive the
     // in-flight count below zero; rolled back if the batcher refuses it.

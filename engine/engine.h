@@ -47,6 +47,10 @@ struct EngineOptions {
   // Batches whose FLOPs are below this run on one OpenMP thread, several side by side; larger
   // batches take every thread. In FLOP; range [0, 1e15]. 0: always all threads.
   double side_by_side_max_flops = 2e7;
+  // Jobs of at least this many FLOP are never concatenated with others: oneDNN already runs
+  // them near peak at their own N, and gathering would add two copies of their tensors.
+  // In FLOP; range [0, 1e15]. 0: never batch.
+  double max_batched_job_flops = 2e7;
   // Names used in error messages so that users learn which flag raises a limit; a library
   // never reads flags itself.
   std::string max_job_bytes_flag = "max_job_bytes";

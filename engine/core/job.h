@@ -34,6 +34,9 @@ struct Conv2dJob {
   // "no identity" (never batched with others, weights never cached). Engine::Submit fills it
   // from the weight bytes when the submitter leaves it 0 and the weights are small enough.
   uint64_t weight_key = 0;
+  // False: the job runs in a batch of its own even when others share its key (the engine sets
+  // it for jobs big enough that concatenating them along N would cost more than it saves).
+  bool batchable = true;
 
   absl::Time deadline = absl::InfiniteFuture();  // expired jobs complete DEADLINE_EXCEEDED
   int priority = 0;  // Triton semantics: 1 is the highest level, 0 the default (lowest here)

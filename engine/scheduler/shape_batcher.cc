@@ -151,7 +151,8 @@ struct ShapeBatcher::Impl {
 
   void Push(std::unique_ptr<Conv2dJob> job, int64_t job_bytes, int level)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    QueueKey key{job->params, job->weight_key, job->weight_key == 0 ? next_solo++ : 0, level};
+    QueueKey key{job->params, job->weight_key,
+                 job->weight_key == 0 || !job->batchable ? next_solo++ : 0, level};
     auto [it, inserted] = queues.try_emplace(std::move(key));
     if (inserted) {
       if (spare.empty()) {
