@@ -6,6 +6,8 @@
 //                           over loopback gRPC; GFLOP/s of each and the ratios.
 //   sparkle_bench batching  tiny jobs (1x16x32x32, K=16, 3x3) at concurrency 64 against two
 //                           sparkled children, --max_batch_size=64 vs 1; requests/s and ratio.
+//   sparkle_bench engine_batching  the same jobs straight into an in-process Engine (no gRPC):
+//                           what batching does where the transport does not dominate.
 //
 // Run by hand (never a timed test): build/bench/sparkle_bench layers --rounds=3
 #include <signal.h>
@@ -27,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "bench/inprocess_onednn.h"
 #include "client/bench.h"
+#include "engine/engine.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/shape_table.h"
 
@@ -186,6 +189,73 @@ int Batching() {
   return code | off->Stop(SIGTERM).value_or(1);
 }
 
+// Tiny jobs straight into an in-process Engine (no gRPC): `in_flight` outstanding, each new one
+// submitted from the previous one's done. Jobs/s over the window.
+double EngineJobsPerSecond(int64_t max_batch_size, int in_flight, absl::Duration window) {
+  EngineOptions options;
+  options.cpu.threads = absl::GetFlag(FLAGS_threads);
+  options.batcher.max_batch_size = max_batch_size;
+  auto engine = Engine::Create(options);
+  if (!engine.ok()) {
+    std::cerr << engine.status() << "\n";
+    std::exit(1);
+  }
+  Conv2dParams p;
+  p.c = p.k = 16, p.h = p.w = 32, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  const std::vector<float> weight = testing::RandomFloats(p.weight_elements(), 2);
+  struct Slot {
+    std::vector<float> input, output;
+  };
+  std::vector<Slot> slots(in_flight);
+  absl::Mutex mu;
+  int64_t done = 0;
+  int outstanding = in_flight;
+  const absl::Time end = absl::Now() + window;
+  std::function<void(int)> submit = [&](int i) {
+    auto job = std::make_unique<Conv2dJob>();
+    job->params = p;
+    job->input = slots[i].input.data();
+    job->weight = weight.data();
+    job->output = slots[i].output.data();
+    job->done = [&, i](const absl::Status& s, const ExecTimestamps&) {
+      bool again = absl::Now() < end;
+      {
+        absl::MutexLock lock(&mu);
+        if (s.ok()) done++;
+        if (!again) outstanding--;
+      }
+      if (again) submit(i);
+    };
+    if (!(*engine)->Submit(&job).ok()) std::exit(1);
+  };
+  for (int i = 0; i < in_flight; ++i) {
+    slots[i].input = testing::RandomFloats(p.input_elements(), i);
+    slots[i].output.resize(p.output_elements());
+  }
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < in_flight; ++i) submit(i);
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(+[](int* n) { return *n == 0; }, &outstanding));
+  return done / absl::ToDoubleSeconds(absl::Now() - start);
+}
+
+int EngineBatching() {
+  const int in_flight = absl::GetFlag(FLAGS_batching_concurrency);
+  const absl::Duration window = absl::GetFlag(FLAGS_window);
+  std::printf("in-process Engine, tiny jobs (1x16x32x32, K=16, 3x3), %d in flight, %s windows\n",
+              in_flight, absl::FormatDuration(window).c_str());
+  std::vector<double> on, off, ratio;
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
+    const double a = EngineJobsPerSecond(64, in_flight, window);
+    const double b = EngineJobsPerSecond(1, in_flight, window);
+    on.push_back(a), off.push_back(b), ratio.push_back(a / b);
+  }
+  std::printf("jobs/s min/median/max: batching on %s, off %s; on/off %s\n",
+              Fmt(Summarize(on), "%.0f").c_str(), Fmt(Summarize(off), "%.0f").c_str(),
+              Fmt(Summarize(ratio), "%.2f").c_str());
+  return 0;
+}
+
 }  // namespace
 }  // namespace sparkle::bench
 
@@ -194,6 +264,7 @@ int main(int argc, char** argv) {
   const std::string mode = args.size() > 1 ? args[1] : "";
   if (mode == "layers") return sparkle::bench::Layers();
   if (mode == "batching") return sparkle::bench::Batching();
-  std::fprintf(stderr, "usage: sparkle_bench layers|batching [--rounds=3] [--window=3s] ...\n");
+  if (mode == "engine_batching") return sparkle::bench::EngineBatching();
+  std::fprintf(stderr, "usage: sparkle_bench layers|batching|engine_batching [--rounds=3] [--window=3s] ...\n");
   return 2;
 }

@@ -2,7 +2,7 @@
 //
 // Submit() validates a job and queues it in the ShapeBatcher; worker threads take batches,
 // run them on the CPU backend (oneDNN on an OpenMP pool) and call each job's done exactly once.
-// Small batches run side by side, one OpenMP thread each; large ones use every thread alone.
+// Batches of small jobs run side by side, one OpenMP thread each; a large job uses every thread.
 #pragma once
 
 #include <cstdint>
@@ -44,13 +44,11 @@ struct EngineOptions {
   // Weights up to this many bytes are hashed at Submit so that jobs sending the same weights
   // batch together and share the reordered copy. Range [0, 2^40]; 0 disables it.
   int64_t max_hashed_weight_bytes = int64_t{4} << 20;
-  // Batches whose FLOPs are below this run on one OpenMP thread, several side by side; larger
-  // batches take every thread. In FLOP; range [0, 1e15]. 0: always all threads.
-  double side_by_side_max_flops = 2e7;
-  // Jobs of at least this many FLOP are never concatenated with others: oneDNN already runs
-  // them near peak at their own N, and gathering would add two copies of their tensors.
-  // In FLOP; range [0, 1e15]. 0: never batch.
-  double max_batched_job_flops = 2e7;
+  // Jobs below this many FLOP are "small": they batch with jobs of the same key, and their
+  // batches run on one OpenMP thread each, several side by side. Larger jobs run alone (oneDNN
+  // already runs them near peak at their own N; concatenating would add two copies of their
+  // tensors) on every thread. In FLOP; range [0, 1e15]. 0: no job is small.
+  double small_job_max_flops = 2e7;
   // Names used in error messages so that users learn which flag raises a limit; a library
   // never reads flags itself.
   std::string max_job_bytes_flag = "max_job_bytes";

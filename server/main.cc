@@ -36,10 +36,9 @@ ABSL_FLAG(int64_t, max_queued_jobs, 4096, "jobs waiting at most, [1, 2^31]");
 ABSL_FLAG(int64_t, max_queued_bytes, int64_t{2} << 30, "bytes of waiting jobs at most, [1, 2^50]");
 ABSL_FLAG(int64_t, max_job_bytes, int64_t{1} << 30,
           "largest in + weight + bias + out bytes of one request, [1, 2^50]");
-ABSL_FLAG(double, side_by_side_max_mflop, 20,
-          "batches below this many MFLOP run one thread each, side by side, [0, 1e9]");
-ABSL_FLAG(double, max_batched_job_mflop, 20,
-          "requests of at least this many MFLOP always run alone (never concatenated), [0, 1e9]");
+ABSL_FLAG(double, small_job_max_mflop, 20,
+          "requests below this many MFLOP batch together and run one thread each, side by side; "
+          "larger ones run alone on every thread, [0, 1e9]");
 ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
 
 namespace {
@@ -69,8 +68,7 @@ sparkle::ServerOptions OptionsFromFlags() {
   e.batcher.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   e.batcher.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   e.max_job_bytes = absl::GetFlag(FLAGS_max_job_bytes);
-  e.side_by_side_max_flops = absl::GetFlag(FLAGS_side_by_side_max_mflop) * 1e6;
-  e.max_batched_job_flops = absl::GetFlag(FLAGS_max_batched_job_mflop) * 1e6;
+  e.small_job_max_flops = absl::GetFlag(FLAGS_small_job_max_mflop) * 1e6;
   return o;
 }
 

@@ -75,7 +75,7 @@ TEST(EngineTest, ComputesCorrectResultsForMixedShapes) {
   auto engine = MakeEngine();
   Conv2dParams big;
   big.n = 2, big.c = 32, big.h = 28, big.w = 28, big.k = 64, big.r = big.s = 3;
-  big.pad_h = big.pad_w = 1, big.has_bias = true;  // above side_by_side_max_flops
+  big.pad_h = big.pad_w = 1, big.has_bias = true;  // above small_job_max_flops
   Conv2dParams nhwc = Small();
   nhwc.layout = Layout::kNHWC, nhwc.stride_h = 2;
   std::vector<std::unique_ptr<TestJob>> jobs;
