@@ -14,7 +14,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "client/arg_parse.h"
 #include "client/npy.h"
-#include "client/status_macros.h"
+#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
 #include "client/table.h"
 
 namespace sparkle::client {

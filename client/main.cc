@@ -22,7 +22,7 @@
 #include "client/bench.h"
 #include "client/commands.h"
 #include "client/sparkle_client.h"
-#include "client/status_macros.h"
+#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
 
 // Connection (every command).
 ABSL_FLAG(std::string, target, "127.0.0.1:8001",

@@ -2,6 +2,8 @@
 // ABSL_RETURN_IF_ERROR / ABSL_ASSIGN_OR_RETURN, which abseil 20220623 (Debian 12) lacks.
 #pragma once
 
+#include <utility>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
