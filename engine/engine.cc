@@ -285,7 +285,9 @@ absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
   if (status.ok()) {
     impl_->stats.jobs_accepted++;
   } else {
-    if (status.code() == absl::StatusCode::kResourceExhausted) {
+    // Retryable only if the job could ever fit: one larger than the whole queue cannot.
+    if (status.code() == absl::StatusCode::kResourceExhausted &&
+        job.bytes() <= impl_->options.batcher.max_queued_bytes) {
       status.SetPayload(kQueueFullPayload, absl::Cord("1"));
     }
     job.done = std::move(*user_done);  // the job stays with the caller, as it came

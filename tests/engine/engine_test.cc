@@ -226,6 +226,17 @@ TEST(EngineTest, FullQueueIsRetryableResourceExhausted) {
   jobs[1]->done.WaitForNotification();
 }
 
+TEST(EngineTest, JobLargerThanTheWholeQueueIsNotMarkedRetryable) {
+  EngineOptions options;
+  options.batcher.max_queued_bytes = 100000;  // a Small() job is ~140 KB
+  auto engine = MakeEngine(options);
+  TestJob job(Small(), 1);
+  auto j = job.Make();
+  absl::Status s = engine->Submit(&j);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_FALSE(IsQueueFull(s)) << s;
+}
+
 TEST(EngineTest, CancelledAndExpiredJobsCompleteWithTheirCodes) {
   EngineOptions options;
   options.batcher.max_queue_delay = absl::Milliseconds(100);
