@@ -119,7 +119,7 @@ absl::Status SparkleServer::Shutdown(absl::Time deadline) {
   // UNAVAILABLE from the draining engine while accepted ones finish.
   impl_->server->GetHealthCheckService()->Shutdown();
   spdlog::info("shutdown: draining accepted work (budget {})",
-               absl::FormatDuration(deadline - absl::Now()));
+               absl::FormatDuration(absl::Trunc(deadline - absl::Now(), absl::Milliseconds(1))));
   absl::Status status = impl_->engine->Drain(deadline);
   if (status.ok()) {
     spdlog::info("shutdown: all accepted work finished");
