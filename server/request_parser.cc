@@ -196,6 +196,18 @@ absl::StatusOr<Layout> ParseLayout(const InputTensor& input) {
   return layout;
 }
 
+// True when contents uses a typed field other than fp32_contents.
+bool HasNonFp32Contents(const InputTensor& t) {
+  const auto& c = t.contents();
+  return c.bool_contents_size() || c.int_contents_size() || c.int64_contents_size() ||
+         c.uint_contents_size() || c.uint64_contents_size() || c.fp64_contents_size() ||
+         c.bytes_contents_size();
+}
+
+bool HasTypedContents(const InputTensor& t) {
+  return HasNonFp32Contents(t) || t.contents().fp32_contents_size() > 0;
+}
+
 // Points *data at the tensor's `elements` floats, from raw_input_contents[index] or from its
 // typed contents; INVALID_ARGUMENT when the byte count does not match the shape.
 absl::Status TensorData(const ModelInferRequest& request, const InputTensor& t, int index,
@@ -214,9 +226,7 @@ absl::Status TensorData(const ModelInferRequest& request, const InputTensor& t, 
     return absl::OkStatus();
   }
   const auto& c = t.contents();
-  if (c.bool_contents_size() || c.int_contents_size() || c.int64_contents_size() ||
-      c.uint_contents_size() || c.uint64_contents_size() || c.fp64_contents_size() ||
-      c.bytes_contents_size()) {
+  if (HasNonFp32Contents(t)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input tensor '", t.name(), "' is FP32 but its contents use another type's field; "
                                     "put the values in contents.fp32_contents"));
@@ -231,12 +241,6 @@ absl::Status TensorData(const ModelInferRequest& request, const InputTensor& t, 
   return absl::OkStatus();
 }
 
-bool HasTypedContents(const InputTensor& t) {
-  const auto& c = t.contents();
-  return c.bool_contents_size() || c.int_contents_size() || c.int64_contents_size() ||
-         c.uint_contents_size() || c.uint64_contents_size() || c.fp32_contents_size() ||
-         c.fp64_contents_size() || c.bytes_contents_size();
-}
 
 }  // namespace
 
