@@ -12,9 +12,12 @@ struct ExecTimestamps {
   absl::Time batch_formed = absl::InfinitePast();   // taken out of its queue into a batch
   absl::Time compute_start = absl::InfinitePast();  // backend started the batch
   absl::Time compute_end = absl::InfinitePast();    // backend finished the batch
+  absl::Time h2d_end = absl::InfinitePast();        // GPU only: inputs on the device
+  absl::Time d2h_end = absl::InfinitePast();        // GPU only: outputs back in host memory
   absl::Time done = absl::InfinitePast();           // just before the done callback runs
   int batch_jobs = 0;                               // jobs in the executed batch
   int64_t batch_n = 0;                              // N of the executed batch
+  int device = -1;                                  // -1: the CPU pool; >= 0: that GPU
 };
 
 }  // namespace sparkle
