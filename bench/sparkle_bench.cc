@@ -8,13 +8,21 @@
 //                           sparkled children, --max_batch_size=64 vs 1; requests/s and ratio.
 //   sparkle_bench engine_batching  the same jobs straight into an in-process Engine (no gRPC):
 //                           what batching does where the transport does not dominate.
+//   sparkle_bench router    a mixed stream through an in-process Engine with a fake GPU (10x
+//                           the CPU rate, fixed transfer cost): all-CPU vs all-GPU vs auto.
+//   sparkle_bench metrics   the same tiny jobs against two sparkled children, Prometheus
+//                           metrics on (--metrics_address=127.0.0.1:0) vs off; requests/s, ratio.
+//   sparkle_bench metrics_record  ns to record one request (statistics, metrics) in-process.
 //
 // Run by hand (never a timed test): build/bench/sparkle_bench layers --rounds=3
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -26,10 +34,15 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "bench/inprocess_onednn.h"
+#include "bench/metrics_bench.h"
+#include "bench/router_bench.h"
 #include "client/bench.h"
 #include "engine/engine.h"
+#include "grpcpp/grpcpp.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/shape_table.h"
 
@@ -39,7 +52,7 @@ ABSL_FLAG(absl::Duration, window, absl::Seconds(3), "measurement window per figu
 ABSL_FLAG(std::string, layers, "", "comma-separated layer names (default: the whole table)");
 ABSL_FLAG(std::string, concurrency, "2", "daemon: requests in flight (comma list: best is kept)");
 ABSL_FLAG(int, threads, 2, "compute threads, in-process and in the daemon");
-ABSL_FLAG(int, batching_concurrency, 64, "batching: requests in flight");
+ABSL_FLAG(int, batching_concurrency, 64, "batching, metrics: requests in flight");
 
 namespace sparkle::bench {
 namespace {
@@ -189,6 +202,87 @@ int Batching() {
   return code | off->Stop(SIGTERM).value_or(1);
 }
 
+// CPU seconds (user + system) the process has used so far, from /proc/PID/stat; -1 if unknown.
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream stat(absl::StrCat("/proc/", pid, "/stat"));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const size_t paren = text.rfind(')');
+  if (paren == std::string::npos) return -1;
+  // Fields after the command name: state is field 3; utime and stime are fields 14 and 15.
+  std::vector<std::string> fields = absl::StrSplit(text.substr(paren + 2), ' ');
+  if (fields.size() < 13) return -1;
+  double utime = 0, stime = 0;
+  if (!absl::SimpleAtod(fields[11], &utime) || !absl::SimpleAtod(fields[12], &stime)) return -1;
+  return (utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// Metrics overhead: the per-request recording (counters, histograms) is the only difference.
+// Two figures per daemon: requests/s, and the daemon's CPU time per request (less sensitive to
+// other load on a shared machine than throughput). Both daemons are started afresh each
+// round, and which one starts and runs first alternates.
+int Metrics() {
+  const int concurrency = absl::GetFlag(FLAGS_batching_concurrency);
+  const absl::Duration window = absl::GetFlag(FLAGS_window);
+  const std::vector<std::string> on_args = {"--metrics_address=127.0.0.1:0"};
+  const std::vector<std::string> off_args = {"--metrics_address="};
+  std::printf("tiny (1x16x32x32, K=16, 3x3, pad 1) at concurrency %d, %s windows\n",
+              concurrency, absl::FormatDuration(window).c_str());
+  // Debian's gRPC 1.51 aborts ("double free or corruption", in grpc_cq_internal_unref on a
+  // callback thread) when the callback API's shared completion queue is torn down and created
+  // again between rounds (`batching --rounds=4` shows it too). A channel that made one
+  // callback call holds that queue for the whole run, whatever happens to its server.
+  std::shared_ptr<grpc::Channel> keepalive;
+  std::vector<double> rps_on, rps_off, ratio, cpu_on, cpu_off, cpu_ratio;
+  int code = 0;
+  for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
+    const bool on_first = round % 2 == 0;
+    auto first = StartDaemon(on_first ? on_args : off_args);
+    auto second = StartDaemon(on_first ? off_args : on_args);
+    testing::DaemonProcess& on = on_first ? *first : *second;
+    testing::DaemonProcess& off = on_first ? *second : *first;
+    if (keepalive == nullptr) {
+      keepalive = grpc::CreateChannel(on.address(), grpc::InsecureChannelCredentials());
+      auto stub = inference::GRPCInferenceService::NewStub(keepalive);
+      grpc::ClientContext context;
+      inference::ServerLiveRequest request;
+      inference::ServerLiveResponse response;
+      absl::Notification done;
+      stub->async()->ServerLive(&context, &request, &response,
+                                [&done](grpc::Status) { done.Notify(); });
+      done.WaitForNotification();
+    }
+    // Requests/s in the window, and daemon CPU µs per request over warmup + window (the
+    // requests of the warmup are not counted, alike for both daemons).
+    auto run = [&](const testing::DaemonProcess& d, double* cpu_us) {
+      const double cpu_before = ProcessCpuSeconds(d.pid());
+      const client::LevelResult r = DaemonLevel(d.address(), "tiny", {concurrency}, window);
+      *cpu_us = (ProcessCpuSeconds(d.pid()) - cpu_before) * 1e6 / static_cast<double>(r.ok);
+      return r.RequestsPerSecond();
+    };
+    double a = 0, b = 0, ca = 0, cb = 0;
+    if (on_first) {
+      a = run(on, &ca), b = run(off, &cb);
+    } else {
+      b = run(off, &cb), a = run(on, &ca);
+    }
+    rps_on.push_back(a), rps_off.push_back(b), ratio.push_back(a / b);
+    cpu_on.push_back(ca), cpu_off.push_back(cb), cpu_ratio.push_back(ca / cb);
+    std::printf("round %d: metrics on %.0f req/s %.1f us CPU/req, off %.0f req/s %.1f us CPU/req; "
+                "req/s ratio %.3f, CPU/req ratio %.3f\n",
+                round, a, ca, b, cb, a / b, ca / cb);
+    std::fflush(stdout);
+    code |= first->Stop(SIGTERM).value_or(1);
+    code |= second->Stop(SIGTERM).value_or(1);
+  }
+  std::printf("requests/s min/median/max: on %s, off %s; on/off %s\n",
+              Fmt(Summarize(rps_on), "%.0f").c_str(), Fmt(Summarize(rps_off), "%.0f").c_str(),
+              Fmt(Summarize(ratio), "%.3f").c_str());
+  std::printf("daemon CPU us/request min/median/max: on %s, off %s; on/off %s\n",
+              Fmt(Summarize(cpu_on), "%.1f").c_str(), Fmt(Summarize(cpu_off), "%.1f").c_str(),
+              Fmt(Summarize(cpu_ratio), "%.3f").c_str());
+  return code;
+}
+
 // Tiny jobs straight into an in-process Engine (no gRPC): `in_flight` outstanding, each new one
 // submitted from the previous one's done. Jobs/s over the window.
 double EngineJobsPerSecond(int64_t max_batch_size, int in_flight, absl::Duration window) {
@@ -265,6 +359,14 @@ int main(int argc, char** argv) {
   if (mode == "layers") return sparkle::bench::Layers();
   if (mode == "batching") return sparkle::bench::Batching();
   if (mode == "engine_batching") return sparkle::bench::EngineBatching();
-  std::fprintf(stderr, "usage: sparkle_bench layers|batching|engine_batching [--rounds=3] [--window=3s] ...\n");
+  if (mode == "router") {
+    sparkle::bench::RouterBenchOptions o;
+    o.rounds = absl::GetFlag(FLAGS_rounds);
+    o.threads = absl::GetFlag(FLAGS_threads);
+    return sparkle::bench::RouterBench(o);
+  }
+  if (mode == "metrics") return sparkle::bench::Metrics();
+  if (mode == "metrics_record") return sparkle::bench::MetricsRecord(absl::GetFlag(FLAGS_rounds));
+  std::fprintf(stderr, "usage: sparkle_bench layers|batching|engine_batching|metrics|metrics_record|router [--rounds=3] [--window=3s] ...\n");
   return 2;
 }

@@ -70,6 +70,7 @@ absl::StatusOr<PreparedRequest> Prepare(SparkleClient& client, const ShapeClass&
   InferRequestOptions request_options;
   request_options.geometry = shape.geometry;
   request_options.device = options.device;
+  request_options.weight_id = options.weight_id;
   request_options.extra_params = options.extra_params;
   SPARKLE_ASSIGN_OR_RETURN(inference::ModelInferRequest request,
                            BuildInferRequest(std::move(inputs), request_options));

@@ -64,6 +64,9 @@ struct BenchOptions {
   int64_t max_requests = 0;
   // Placement (string_param "device"); empty: not sent.
   std::string device;
+  // string_param "weight_id": registered weights used instead of sending weight and bias; they
+  // must match every shape class run (K, C/groups, R, S, with a bias).
+  std::string weight_id;
   // Extra int64 request parameters (priority, timeout, ...).
   std::vector<std::pair<std::string, int64_t>> extra_params;
   // Seed of the random tensors (the same for every level, so levels are comparable).

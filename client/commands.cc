@@ -13,30 +13,13 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "client/arg_parse.h"
+#include "client/human_format.h"
 #include "client/npy.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
 #include "client/table.h"
 
 namespace sparkle::client {
 namespace {
-
-std::string YesNo(bool b) { return b ? "yes" : "no"; }
-
-std::string HumanBytes(double bytes) {
-  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int unit = 0;
-  while (bytes >= 1024.0 && unit < 4) {
-    bytes /= 1024.0;
-    ++unit;
-  }
-  return unit == 0 ? absl::StrCat(static_cast<int64_t>(bytes), " B")
-                   : absl::StrFormat("%.1f %s", bytes, kUnits[unit]);
-}
-
-// "1h2m3s" at one-second resolution (sub-second uptime is noise to an operator).
-std::string HumanUptime(double seconds) {
-  return absl::FormatDuration(absl::Seconds(std::floor(std::max(seconds, 0.0))));
-}
 
 // One tensor: read from `path` or generated with `shape` (ValidateInferOptions allows at most
 // one of the two); nullopt if neither is given.
@@ -57,7 +40,9 @@ absl::Status SaveInputs(const std::string& dir, const InferInputs& inputs) {
   }
   const std::filesystem::path base(dir);
   SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "input.npy", inputs.input));
-  SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "weight.npy", inputs.weight));
+  if (!inputs.weight.shape.empty()) {
+    SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "weight.npy", inputs.weight));
+  }
   if (inputs.bias.has_value()) {
     SPARKLE_RETURN_IF_ERROR(WriteNpyFile(base / "bias.npy", *inputs.bias));
   }
@@ -101,63 +86,6 @@ absl::Status RunHealth(const SparkleClient::Options& connection, std::ostream& o
       absl::UnavailableError(absl::StrCat(connection.target, " is reachable but not ready")));
 }
 
-absl::Status RunStatus(const SparkleClient::Options& connection, bool json, std::ostream& out) {
-  SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
-                           SparkleClient::Connect(connection));
-  SPARKLE_ASSIGN_OR_RETURN(const sparkle::v1::GetStatusResponse status, client->GetStatus());
-  if (json) {
-    google::protobuf::util::JsonPrintOptions options;
-    options.add_whitespace = true;
-    options.always_print_primitive_fields = true;
-    options.preserve_proto_field_names = true;
-    std::string text;
-    const auto converted = google::protobuf::util::MessageToJsonString(status, &text, options);
-    if (!converted.ok()) {
-      return absl::InternalError(absl::StrCat("cannot render JSON: ", converted.ToString()));
-    }
-    out << text;
-    if (text.empty() || text.back() != '\n') out << '\n';
-    return absl::OkStatus();
-  }
-
-  out << "sparkled " << status.version() << " (" << status.build() << ")";
-  if (!status.listen_address().empty()) out << " at " << status.listen_address();
-  out << '\n';
-  out << "uptime " << HumanUptime(status.uptime_seconds()) << "  ready " << YesNo(status.ready())
-      << "  draining " << YesNo(status.draining()) << "\n\n";
-
-  TextTable devices({"DEVICE", "KIND", "HEALTHY", "THREADS", "JOBS", "BATCHES", "GFLOP",
-                     "BUSY", "GFLOP/s(busy)", "DETAIL"});
-  for (const auto& d : status.devices()) {
-    devices.AddRow({d.name(), d.kind(), YesNo(d.healthy()), absl::StrCat(d.threads()),
-                    absl::StrCat(d.jobs_done()), absl::StrCat(d.batches_done()),
-                    absl::StrFormat("%.1f", d.gflop_done()),
-                    absl::StrFormat("%.1fs", d.busy_seconds()),
-                    d.busy_seconds() > 0 ? absl::StrFormat("%.1f", d.gflop_done() /
-                                                                       d.busy_seconds())
-                                         : "-",
-                    d.detail()});
-  }
-  devices.Print(out);
-
-  out << "\nqueue " << status.queued_jobs() << " jobs, " << HumanBytes(status.queued_bytes())
-      << " (limits " << status.max_queued_jobs() << " jobs, "
-      << HumanBytes(status.max_queued_bytes()) << ")\n";
-  if (status.queue_size() > 0) {
-    TextTable queue({"SHAPE CLASS", "JOBS", "BYTES"});
-    for (const auto& q : status.queue()) {
-      queue.AddRow({q.shape(), absl::StrCat(q.jobs()), HumanBytes(q.bytes())});
-    }
-    queue.Print(out, "  ");
-  }
-
-  out << "\njobs accepted " << status.jobs_accepted() << "  succeeded "
-      << status.jobs_succeeded() << "  failed " << status.jobs_failed() << "  rejected "
-      << status.jobs_rejected() << "  mean batch size "
-      << absl::StrFormat("%.2f", status.mean_batch_size()) << '\n';
-  return absl::OkStatus();
-}
-
 absl::Status ValidateInferOptions(const InferCommandOptions& options) {
   auto exactly_one = [](absl::string_view name, bool path, bool shape) -> absl::Status {
     if (path && shape) {
@@ -172,8 +100,17 @@ absl::Status ValidateInferOptions(const InferCommandOptions& options) {
   };
   SPARKLE_RETURN_IF_ERROR(
       exactly_one("input", !options.input_path.empty(), !options.input_shape.empty()));
-  SPARKLE_RETURN_IF_ERROR(
-      exactly_one("weight", !options.weight_path.empty(), !options.weight_shape.empty()));
+  if (!options.request.weight_id.empty()) {
+    if (!options.weight_path.empty() || !options.weight_shape.empty() ||
+        !options.bias_path.empty() || !options.bias_shape.empty()) {
+      return absl::InvalidArgumentError(
+          "--weight_id names registered weights (with their bias): give no --weight, "
+          "--weight_shape, --bias or --bias_shape with it");
+    }
+  } else {
+    SPARKLE_RETURN_IF_ERROR(
+        exactly_one("weight", !options.weight_path.empty(), !options.weight_shape.empty()));
+  }
   if (!options.bias_path.empty() && !options.bias_shape.empty()) {
     return absl::InvalidArgumentError("give --bias or --bias_shape, not both");
   }
@@ -198,12 +135,14 @@ absl::Status RunInfer(const SparkleClient::Options& connection, InferCommandOpti
   SPARKLE_ASSIGN_OR_RETURN(
       inputs.bias, LoadOrGenerate(options.bias_path, options.bias_shape, options.seed + 2));
   inputs.input = std::move(*input);
-  inputs.weight = std::move(*weight);
+  if (weight.has_value()) inputs.weight = std::move(*weight);
   if (!options.save_inputs_dir.empty()) {
     SPARKLE_RETURN_IF_ERROR(SaveInputs(options.save_inputs_dir, inputs));
   }
   const std::string input_shape = FormatShape(inputs.input.shape);
-  const std::string weight_shape = FormatShape(inputs.weight.shape);
+  const std::string weight_shape = options.request.weight_id.empty()
+                                       ? FormatShape(inputs.weight.shape)
+                                       : options.request.weight_id;
   SPARKLE_ASSIGN_OR_RETURN(inference::ModelInferRequest request,
                            BuildInferRequest(std::move(inputs), options.request));
 

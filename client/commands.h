@@ -1,4 +1,4 @@
-// sparklectl's single-shot commands: health, status and infer. Each takes its options as a
+// sparklectl's single-shot commands: health and infer. Each takes its options as a
 // struct (main.cc fills them from flags), connects with SparkleClient::Options, writes its
 // human-readable result to `out`, and returns the status that main.cc turns into the exit code
 // (ExitCodeFor) and a "sparklectl: CODE: message" line.
@@ -20,9 +20,7 @@ namespace sparkle::client {
 // when reachable but not ready; a local UNAVAILABLE (exit 2) when it cannot connect.
 absl::Status RunHealth(const SparkleClient::Options& connection, std::ostream& out);
 
-// `status`: sparkle.v1.Control/GetStatus as a table, or as JSON (proto field names, every field
-// printed) when `json` is set.
-absl::Status RunStatus(const SparkleClient::Options& connection, bool json, std::ostream& out);
+// `status` (and devices, queue, drain) live in client/status_commands.h.
 
 struct InferCommandOptions {
   // Each tensor comes either from a .npy file (path) or is generated (shape); exactly one of the

@@ -56,9 +56,13 @@ absl::StatusOr<inference::ModelInferRequest> BuildInferRequest(
   if (options.layout == Layout::kNHWC) {
     (*request.mutable_inputs(0)->mutable_parameters())["layout"].set_string_param("NHWC");
   }
-  SPARKLE_RETURN_IF_ERROR(AddInput("weight", std::move(inputs.weight), &request));
-  if (inputs.bias.has_value()) {
-    SPARKLE_RETURN_IF_ERROR(AddInput("bias", std::move(*inputs.bias), &request));
+  if (options.weight_id.empty()) {
+    SPARKLE_RETURN_IF_ERROR(AddInput("weight", std::move(inputs.weight), &request));
+    if (inputs.bias.has_value()) {
+      SPARKLE_RETURN_IF_ERROR(AddInput("bias", std::move(*inputs.bias), &request));
+    }
+  } else {
+    (*request.mutable_parameters())["weight_id"].set_string_param(options.weight_id);
   }
   const ConvGeometry& g = options.geometry;
   SetInt64("stride_h", g.stride_h, &request);

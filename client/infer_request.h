@@ -48,6 +48,9 @@ struct InferRequestOptions {
   Layout layout = Layout::kNCHW;
   // string_param "device"; empty: not sent, so the server's default placement ("auto") applies.
   std::string device;
+  // string_param "weight_id": weights registered with `sparklectl weights register`. When set,
+  // the request carries no weight and no bias input (InferInputs' are ignored).
+  std::string weight_id;
   // Further int64 request parameters (priority, timeout, future keys), sent as given after the
   // geometry; a key repeated here overrides the geometry's value.
   std::vector<std::pair<std::string, int64_t>> extra_params;

@@ -22,18 +22,29 @@
 #include "client/bench.h"
 #include "client/commands.h"
 #include "client/sparkle_client.h"
+#include "client/status_commands.h"
+#include "client/stats_command.h"
+#include "client/weights_commands.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
 
 // Connection (every command).
 ABSL_FLAG(std::string, target, "127.0.0.1:8001",
-          "sparkled gRPC address: host:port, dns:///host:port or unix:/path");
+          "sparkled gRPC address: host:port, unix:/path, a list ip:port,ip:port or "
+          "dns:///name:port (lists and dns: names: round_robin for infer/bench, one row per "
+          "daemon for status/devices/queue/drain)");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "deadline of each RPC, and the bound on connecting");
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
           "largest gRPC message sent or received, bytes [4096, 2147483647]");
 
 // status
-ABSL_FLAG(bool, json, false, "status: print JSON instead of a table");
+ABSL_FLAG(bool, json, false,
+          "status, stats, devices, queue, drain: print JSON instead of a table");
+
+// drain
+ABSL_FLAG(absl::Duration, drain_timeout, absl::ZeroDuration(),
+          "drain: how long the daemon waits for accepted work, [0, 1h]; 0 = its own "
+          "--drain_timeout");
 
 // infer
 ABSL_FLAG(std::string, input, "", "infer: input tensor .npy (FP32, NCHW or NHWC)");
@@ -47,6 +58,10 @@ ABSL_FLAG(std::string, bias_shape, "", "infer: generate a random bias of this sh
 ABSL_FLAG(uint64_t, seed, 1, "infer, bench: seed of generated tensors");
 ABSL_FLAG(std::string, save_inputs, "", "infer: directory to write the tensors sent as .npy");
 ABSL_FLAG(std::string, output, "", "infer: where to write the output .npy");
+ABSL_FLAG(std::string, weight_id, "",
+          "infer, bench: registered weights to use instead of sending weight and bias");
+// weights
+ABSL_FLAG(std::string, label, "", "weights register: free text shown by `weights list`");
 ABSL_FLAG(int64_t, stride, 1, "infer: stride, both dimensions");
 ABSL_FLAG(int64_t, pad, 0, "infer: zero padding, both dimensions");
 ABSL_FLAG(int64_t, dilation, 1, "infer: dilation, both dimensions");
@@ -89,13 +104,18 @@ const std::vector<CommandFlags>& FlagsByCommand() {
   static const auto* const kTable = new std::vector<CommandFlags>{
       {"health", {}},
       {"status", {"json"}},
+      {"devices", {"json"}},
+      {"queue", {"json"}},
+      {"drain", {"json", "drain_timeout"}},
+      {"stats", {"json"}},
       {"infer",
        {"input", "weight", "bias", "input_shape", "weight_shape", "bias_shape", "seed",
         "save_inputs", "output", "stride", "pad", "dilation", "groups", "stride_h", "stride_w",
-        "pad_h", "pad_w", "dilation_h", "dilation_w", "layout", "device", "param"}},
+        "pad_h", "pad_w", "dilation_h", "dilation_w", "layout", "device", "param", "weight_id"}},
       {"bench",
        {"concurrency", "shape_class", "duration", "warmup", "max_requests", "channels", "csv",
-        "seed", "device", "param"}},
+        "seed", "device", "param", "weight_id"}},
+      {"weights", {"json", "bias", "label"}},
   };
   return *kTable;
 }
@@ -115,7 +135,21 @@ usage: sparklectl [--target=127.0.0.1:8001] [--timeout=30s] [--max_message_bytes
 commands:
   health   ServerLive, ServerReady, ModelReady("conv2d") and grpc.health.v1 Check, one line
            each. Exit 0 if ready, 1 if reachable but not ready, 2 if unreachable.
-  status   sparkle.v1.Control/GetStatus: version, uptime, devices, queues, counters.
+  status   sparkle.v1.Control/GetStatus: version, uptime, readiness, draining, devices,
+           router (policy, crossover), weights registry, queues, counters.
+             --json                       print JSON (proto field names) instead of a table
+  devices  one row per device: health, jobs, GFLOP, busy time, queued batches, memory.
+             --json
+  queue    queued and in-flight jobs, limits, jobs waiting per shape class.
+             --json
+  drain    sparkle.v1.Control/Drain: health NOT_SERVING, new requests UNAVAILABLE, waits for
+           accepted work. The daemon stays up until stopped (SIGTERM, systemctl stop).
+             [--drain_timeout=0]          0: the daemon's own --drain_timeout
+             --json
+           Exit 1 when work was still in flight at the timeout.
+  stats    inference ModelStatistics("conv2d") (Triton's cumulative statistics): requests,
+           mean latency per stage (queue, compute_input, compute_infer, compute_output) and
+           executed batch sizes.
              --json                       print JSON (proto field names) instead of a table
   infer    send one conv2d request and write the output tensor.
              --input=x.npy | --input_shape=1x16x32x32     input, NCHW [N,C,H,W]
@@ -128,18 +162,35 @@ commands:
              [--layout=NCHW|NHWC] [--device=auto|cpu|gpu|gpu:N]
              [--seed=1] [--save_inputs=DIR]  generated tensors: seed, and where to save them
              [--param=key=value,...]         extra int64 request parameters (priority, timeout)
+             [--weight_id=ID]                registered weights (and their bias) instead of
+                                             --weight/--bias
            .npy files hold float32 little-endian ('<f4') C-order arrays (numpy.save).
   bench    closed-loop load (perf_analyzer's concurrency mode) per shape class and level.
              [--shape_class=tiny,...] [--concurrency=1,4,16,64] [--duration=5s] [--warmup=1s]
              [--max_requests=0] [--channels=4] [--csv=out.csv] [--device=...] [--param=...]
+             [--weight_id=ID]  registered weights matching every class (K, C, R, S, bias)
            reports requests/s, GFLOP/s, MB/s (request + response tensor bytes), latency
            p50/p90/p99/mean and errors by code; the CSV adds p95 and max (latencies in us).
+  weights  the weights registry: register once, then name them with --weight_id.
+             register FILE.npy [--bias=B.npy] [--label=TEXT]   stream the tensor (1 MiB
+                                          chunks); prints its id (a content hash: the same
+                                          bytes always give the same id)
+             list                         id, shape, bias, bytes, jobs in use, uses, label
+             rm ID                        unregister; jobs in flight finish first
+             --json                       print JSON (proto field names) instead of a table
   help     print this text.
 
 shape classes (NCHW, with bias; "mixed" = round robin of tiny, resnet_3x3_28, mobilenet_dw):
 )",
       classes,
       R"(
+targets:
+  --target=host:port | unix:/path        one daemon
+  --target=ip:port,ip:port | dns:///name:port
+           several: status, devices, queue and drain query every daemon and print one row
+           (one JSON array element) per daemon, exit code of the first failure; infer and
+           bench spread their requests over them (gRPC round_robin).
+
 exit codes:
   0  success (health: ready)
   1  the server answered with an error (health: reachable but not ready)
@@ -287,6 +338,7 @@ absl::StatusOr<InferCommandOptions> InferOptionsFromFlags() {
   if (!layout.ok()) return UsageError(absl::StrCat("--", layout.status().message()));
   options.request.layout = *layout;
   options.request.device = absl::GetFlag(FLAGS_device);
+  options.request.weight_id = absl::GetFlag(FLAGS_weight_id);
   SPARKLE_ASSIGN_OR_RETURN(options.request.extra_params, ParamFlag());
   if (absl::Status s = ValidateInferOptions(options); !s.ok()) return UsageError(s.message());
   return options;
@@ -303,6 +355,7 @@ absl::StatusOr<BenchOptions> BenchOptionsFromFlags() {
   options.warmup = absl::GetFlag(FLAGS_warmup);
   options.max_requests = absl::GetFlag(FLAGS_max_requests);
   options.device = absl::GetFlag(FLAGS_device);
+  options.weight_id = absl::GetFlag(FLAGS_weight_id);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.csv_path = absl::GetFlag(FLAGS_csv);
   SPARKLE_ASSIGN_OR_RETURN(options.extra_params, ParamFlag());
@@ -310,7 +363,7 @@ absl::StatusOr<BenchOptions> BenchOptionsFromFlags() {
   return options;
 }
 
-absl::Status Run(absl::string_view command) {
+absl::Status Run(absl::string_view command, const std::vector<std::string>& args) {
   SPARKLE_RETURN_IF_ERROR(CheckFlagsApply(command));
   SparkleClient::Options connection;
   connection.target = absl::GetFlag(FLAGS_target);
@@ -320,6 +373,13 @@ absl::Status Run(absl::string_view command) {
 
   if (command == "health") return RunHealth(connection, std::cout);
   if (command == "status") return RunStatus(connection, absl::GetFlag(FLAGS_json), std::cout);
+  if (command == "devices") return RunDevices(connection, absl::GetFlag(FLAGS_json), std::cout);
+  if (command == "queue") return RunQueue(connection, absl::GetFlag(FLAGS_json), std::cout);
+  if (command == "drain") {
+    return RunDrain(connection, absl::GetFlag(FLAGS_drain_timeout), absl::GetFlag(FLAGS_json),
+                    std::cout);
+  }
+  if (command == "stats") return RunStats(connection, absl::GetFlag(FLAGS_json), std::cout);
   if (command == "infer") {
     SPARKLE_ASSIGN_OR_RETURN(InferCommandOptions options, InferOptionsFromFlags());
     return RunInfer(connection, std::move(options), std::cout);
@@ -328,6 +388,14 @@ absl::Status Run(absl::string_view command) {
     SPARKLE_ASSIGN_OR_RETURN(BenchOptions options, BenchOptionsFromFlags());
     return RunBench(connection, options, std::cout);
   }
+  if (command == "weights") {
+    WeightsCommandOptions options;
+    options.bias_path = absl::GetFlag(FLAGS_bias);
+    options.label = absl::GetFlag(FLAGS_label);
+    options.json = absl::GetFlag(FLAGS_json);
+    return RunWeights(connection, args, options, std::cout);
+  }
+  if (!args.empty()) return UsageError(absl::StrCat("unexpected argument \"", args[0], "\""));
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }
 
@@ -347,13 +415,14 @@ int Main(int argc, char** argv) {
     positional = absl::ParseCommandLine(argc, argv);
     if (positional.size() < 2) {
       status = UsageError("no command given");
-    } else if (positional.size() > 2) {
+    } else if (positional.size() > 2 && absl::string_view(positional[1]) != "weights") {
       status = UsageError(absl::StrCat("unexpected argument \"", positional[2], "\""));
     } else if (absl::string_view(positional[1]) == "help") {
       std::cout << Usage();
       return kExitOk;
     } else {
-      status = Run(positional[1]);
+      status = Run(positional[1],
+                   std::vector<std::string>(positional.begin() + 2, positional.end()));
     }
   }
   if (status.ok()) return kExitOk;

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "client/target.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/wire_format_lite.h"
@@ -100,6 +101,9 @@ absl::StatusOr<std::unique_ptr<SparkleClient>> SparkleClient::Connect(const Opti
     return absl::InvalidArgumentError(
         absl::StrCat("channels must be in [1, 64]; was ", options.channels));
   }
+  // A list of daemons or a dns: name: one channel over all of them, round_robin (target.h).
+  absl::StatusOr<Target> target = ParseTarget(options.target);
+  if (!target.ok()) return target.status();
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < options.channels; ++i) {
     grpc::ChannelArguments args;
@@ -109,8 +113,9 @@ absl::StatusOr<std::unique_ptr<SparkleClient>> SparkleClient::Connect(const Opti
     // opens its own TCP connection instead of sharing the process-wide one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("sparkle.channel_index", i);
-    channels.push_back(
-        grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args));
+    if (target->round_robin) args.SetServiceConfigJSON(std::string(kRoundRobinServiceConfig));
+    channels.push_back(grpc::CreateCustomChannel(target->channel_target,
+                                                 grpc::InsecureChannelCredentials(), args));
   }
   for (const auto& channel : channels) {
     if (absl::Status s = WaitForReady(channel.get(), options.target, options.timeout); !s.ok()) {
@@ -172,6 +177,20 @@ absl::StatusOr<sparkle::v1::GetStatusResponse> SparkleClient::GetStatus() {
   auto context = NewContext();
   sparkle::v1::GetStatusResponse response;
   const grpc::Status status = control_->GetStatus(context.get(), {}, &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<sparkle::v1::DrainResponse> SparkleClient::Drain(absl::Duration timeout) {
+  // The daemon answers when drained or after `timeout` (0: its own --drain_timeout, at most
+  // 1 h); the RPC gets that long on top of the usual deadline.
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(
+      absl::Now() + options_.timeout + (timeout > absl::ZeroDuration() ? timeout : absl::Hours(1))));
+  sparkle::v1::DrainRequest request;
+  request.set_timeout_seconds(absl::ToDoubleSeconds(timeout));
+  sparkle::v1::DrainResponse response;
+  const grpc::Status status = control_->Drain(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }

@@ -48,7 +48,8 @@ absl::string_view ServingStatusName(ServingStatus status);
 class SparkleClient {
  public:
   struct Options {
-    // gRPC target: host:port, dns:///host:port, unix:/path, ...
+    // gRPC target: host:port, dns:///host:port, unix:/path, ..., or a list
+    // "ip:port,ip:port" (client/target.h). Lists and dns: names use round_robin.
     std::string target = "127.0.0.1:8001";
     // Deadline of each RPC, and the bound on connecting. > 0.
     absl::Duration timeout = absl::Seconds(30);
@@ -76,6 +77,8 @@ class SparkleClient {
 
   // sparkle.v1.Control/GetStatus.
   absl::StatusOr<sparkle::v1::GetStatusResponse> GetStatus();
+  // sparkle.v1.Control/Drain: waits up to `timeout` (zero: the daemon's --drain_timeout).
+  absl::StatusOr<sparkle::v1::DrainResponse> Drain(absl::Duration timeout);
 
   // grpc.health.v1.Health/Check for `service` ("" is the server as a whole). Debian's gRPC
   // ships no C++ stubs for health.proto, so the two one-field messages are encoded by hand and

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -12,6 +14,8 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "engine/core/status_macros.h"
+#include "engine/router/rate_probe.h"
+#include "engine/router/router.h"
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
@@ -66,7 +70,54 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "small_job_max_flops must be in [0, 1e15]; was ", o.small_job_max_flops));
   }
+  for (const auto& [name, value] : {std::pair<const char*, double>{"cpu_gflops", o.cpu_gflops},
+                                    {"gpu_gflops", o.gpu_gflops},
+                                    {"gpu_transfer_gbps", o.gpu_transfer_gbps}}) {
+    if (!(value >= 0 && value <= 1e7)) {
+      return absl::InvalidArgumentError(absl::StrCat(name, " must be in [0, 1e7]; was ", value));
+    }
+  }
+  if (!(o.gpu_launch_overhead_s >= 0 && o.gpu_launch_overhead_s <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("gpu_launch_overhead_s must be in [0, 1]; was ",
+                                                   o.gpu_launch_overhead_s));
+  }
+  if (!(o.rates.alpha > 0 && o.rates.alpha <= 1) || o.rates.max_classes < 1 ||
+      o.rates.max_classes > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        "rates.alpha must be in (0, 1], rates.max_classes in [1, 2^20]");
+  }
+  if (o.gpu.emulated_devices < -1 || o.gpu.emulated_devices > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu.emulated_devices must be in [-1, 64]; was ", o.gpu.emulated_devices));
+  }
+  if (o.gpu.slots < 1 || o.gpu.slots > 8) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu.slots must be in [1, 8]; was ", o.gpu.slots));
+  }
+  if (o.gpu.slot_bytes < (int64_t{1} << 20) || o.gpu.slot_bytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("gpu.slot_bytes must be in [1 MiB, 2^40]; was ", o.gpu.slot_bytes));
+  }
   return absl::OkStatus();
+}
+
+// Start-up defaults when nothing was measured: deliberately optimistic for the GPU, because
+// online refinement corrects a rate only on a device that receives work.
+constexpr double kDefaultCpuGflops = 50;
+constexpr double kDefaultGpuGflops = 5000;
+constexpr double kDefaultGpuTransferGbps = 10;
+// See Impl::Place: at most 1 in 65 `auto` batches goes to a device for exploration.
+constexpr int64_t kExploreAfter = 64;
+
+// The rate estimator's shape class: the geometry without N, and whether the batch runs on one
+// thread (side by side) or on the whole pool.
+uint64_t RateClass(const Conv2dParams& p, bool one_thread) {
+  return absl::HashOf(p.c, p.h, p.w, p.k, p.r, p.s, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
+                      p.dilation_h, p.dilation_w, p.groups, p.has_bias, p.layout, one_thread);
+}
+
+const char* FaultPolicyName(GpuFaultPolicy p) {
+  return p == GpuFaultPolicy::kFail ? "fail" : "cpu";
 }
 
 }  // namespace
@@ -76,6 +127,7 @@ struct Engine::Impl {
   std::unique_ptr<CpuBackend> cpu;
   std::unique_ptr<ShapeBatcher> batcher;
   std::vector<std::thread> workers;
+  std::unique_ptr<WeightRegistry> registry;
 
   // Small batches hold it shared (several run side by side, one OpenMP thread each); large
   // batches hold it exclusively and use every thread. Never held across a done callback.
@@ -86,6 +138,26 @@ struct Engine::Impl {
   int64_t in_flight ABSL_GUARDED_BY(mu) = 0;
   bool draining ABSL_GUARDED_BY(mu) = false;  // monotonic: false → true once
   EngineStats stats ABSL_GUARDED_BY(mu);
+
+  // Routing (engine/router). `gpus` is declared before `dispatchers` so that the devices
+  // outlive them. Without GPUs every batch runs on the CPU as it always did.
+  GpuDevices gpus;
+  std::unique_ptr<RateEstimator> rates;  // slot 0 the CPU pool, slot 1 + i GPU i
+  std::vector<std::unique_ptr<GpuDispatcher>> dispatchers;
+  struct CpuCounters {
+    int64_t jobs_done = 0;
+    int64_t batches_done = 0;
+    double gflop_done = 0;
+    double busy_seconds = 0;
+    int64_t queued_batches = 0;
+    double queued_seconds = 0;  // pool-seconds: a one-thread batch counts 1/threads of its time
+  };
+  CpuCounters cpu_counters ABSL_GUARDED_BY(mu);
+  std::vector<int64_t> decisions ABSL_GUARDED_BY(mu);  // [0] the CPU, [1 + i] GPU i
+  // Consecutive `auto` batches that did not go to each device (same indexing).
+  std::vector<int64_t> passed_over ABSL_GUARDED_BY(mu);
+  // The most recently routed batch, for the crossover in Devices().
+  std::optional<Conv2dParams> last_routed ABSL_GUARDED_BY(mu);
 
   void WorkerLoop() {
     while (std::unique_ptr<Batch> batch = batcher->NextBatch()) {
@@ -113,15 +185,112 @@ struct Engine::Impl {
         runnable.push_back(std::move(job));
       }
     }
-    if (!runnable.empty()) Execute(runnable);
+    if (!runnable.empty()) Place(runnable);
     for (auto& job : later) {
       std::vector<std::unique_ptr<Conv2dJob>> alone;
       alone.push_back(std::move(job));
-      Execute(alone);
+      Place(alone);
     }
   }
 
-  void Execute(std::vector<std::unique_ptr<Conv2dJob>>& jobs) {
+  // The router's view of the CPU pool and every GPU for batch `p` (n = the batch's N).
+  std::vector<DeviceView> Views(const Conv2dParams& p, uint64_t weight_key,
+                                bool one_thread) const {
+    std::vector<DeviceView> views(1 + dispatchers.size());
+    DeviceView& c = views[0];
+    const double share = one_thread ? cpu->threads() : 1.0;
+    c.compute_gflops =
+        rates->ClassGflops(0, RateClass(p, one_thread)).value_or(rates->DeviceGflops(0)) / share;
+    {
+      absl::MutexLock lock(&mu);
+      c.queue_ahead_s = cpu_counters.queued_seconds;
+    }
+    const int64_t io_bytes = (p.input_elements() + p.output_elements()) * 4;
+    for (size_t i = 0; i < dispatchers.size(); ++i) {
+      const GpuDispatcher& d = *dispatchers[i];
+      DeviceView& g = views[1 + i];
+      g.gpu = static_cast<int>(i);
+      g.healthy = d.device()->healthy();
+      if (!g.healthy) g.unhealthy_reason = d.device()->unhealthy_reason();
+      if (absl::Status s = d.device()->Supports(p); !s.ok()) {
+        g.usable = false;
+        g.unusable_reason = std::string(s.message());
+      } else if (io_bytes > options.gpu.slot_bytes) {
+        g.usable = false;
+        g.unusable_reason = absl::StrCat("the batch's ", io_bytes, " input + output bytes exceed ",
+                                         "a staging slot (", options.gpu.slot_bytes, " bytes)");
+      }
+      g.weights_resident = weight_key != 0 && d.WeightsResident(weight_key);
+      g.queue_ahead_s = d.QueuedSeconds();
+      const int slot = 1 + static_cast<int>(i);
+      g.compute_gflops = rates->ClassGflops(slot, RateClass(p, false))
+                             .value_or(rates->DeviceGflops(slot));
+      g.h2d_gbps = g.d2h_gbps = rates->TransferGbps(slot);
+      g.launch_overhead_s = rates->LaunchOverheadSeconds(slot);
+    }
+    return views;
+  }
+
+  // Routes jobs of one shape key with identical weights and runs them there (CPU: on this
+  // thread; GPU: handed to its dispatcher).
+  void Place(std::vector<std::unique_ptr<Conv2dJob>>& jobs) {
+    const DeviceRequest request = jobs.front()->device;
+    if (dispatchers.empty() && !request.wants_gpu()) {
+      {
+        absl::MutexLock lock(&mu);
+        decisions[0]++;
+      }
+      Execute(jobs, 0);
+      return;
+    }
+    Conv2dParams p = jobs.front()->params;
+    p.n = 0;
+    for (const auto& job : jobs) p.n += job->params.n;
+    BatchCost cost;
+    cost.flops = p.flops();
+    cost.input_bytes = p.input_elements() * 4;
+    cost.weight_bytes = (p.weight_elements() + p.bias_elements()) * 4;
+    cost.output_bytes = p.output_elements() * 4;
+    const std::vector<DeviceView> views =
+        Views(p, jobs.front()->weight_key, jobs.front()->batchable);
+    absl::StatusOr<RouteDecision> decision = Route(cost, request, views, gpus.no_gpu_reason);
+    if (!decision.ok()) {
+      for (auto& job : jobs) Complete(std::move(job), decision.status());
+      return;
+    }
+    {
+      absl::MutexLock lock(&mu);
+      if (request.is_auto()) {
+        // Exploration: a usable device that `auto` has passed over kExploreAfter times in a row
+        // gets this batch, so that its rates stay current (a rate is only refined on a device
+        // that receives work; a wrong one would otherwise never be corrected).
+        for (size_t i = 0; i < views.size(); ++i) {
+          const DeviceView& v = views[i];
+          const bool usable = v.gpu < 0 || (v.healthy && v.usable);
+          if (i != decision->choice && usable && passed_over[i] >= kExploreAfter) {
+            decision = RouteDecision{i, PredictSeconds(cost, v)};
+            break;
+          }
+        }
+        for (size_t i = 0; i < views.size(); ++i) {
+          passed_over[i] = i == decision->choice ? 0 : passed_over[i] + 1;
+        }
+      }
+      decisions[1 + views[decision->choice].gpu]++;
+      last_routed = p;
+    }
+    const int gpu = views[decision->choice].gpu;
+    if (gpu < 0) {
+      Execute(jobs, decision->predicted_s - views[decision->choice].queue_ahead_s);
+    } else {
+      dispatchers[gpu]->Enqueue(std::move(jobs),
+                                decision->predicted_s - views[decision->choice].queue_ahead_s);
+    }
+  }
+
+  // Runs jobs of one shape key with identical weights on the CPU pool and completes them.
+  // `predicted_s`: the router's predicted run time, counted as CPU queue while it runs.
+  void Execute(std::vector<std::unique_ptr<Conv2dJob>>& jobs, double predicted_s) {
     Conv2dParams params = jobs.front()->params;
     params.n = 0;
     for (const auto& job : jobs) params.n += job->params.n;
@@ -130,6 +299,9 @@ struct Engine::Impl {
     args.weight = jobs.front()->weight;
     args.bias = jobs.front()->bias;
     args.weight_key = jobs.front()->weight_key;
+    if (jobs.front()->registered_weight != nullptr) {
+      args.prepacked = &jobs.front()->registered_weight->prepacked();
+    }
     const bool gather = jobs.size() > 1;
     if (gather) {
       // N is the outermost dimension in both layouts, so each job is one contiguous slice.
@@ -154,6 +326,12 @@ struct Engine::Impl {
     // thread near that thread's peak, so batches of small jobs gain nothing from a second
     // thread and would only stall the other worker.
     const bool side_by_side = jobs.front()->batchable;
+    const double queued = side_by_side ? predicted_s / cpu->threads() : predicted_s;
+    if (predicted_s > 0) {
+      absl::MutexLock lock(&mu);
+      cpu_counters.queued_batches++;
+      cpu_counters.queued_seconds += queued;
+    }
     const absl::Time start = options.batcher.clock->Now();
     absl::Status status;
     if (side_by_side) {
@@ -183,19 +361,136 @@ struct Engine::Impl {
       stats.batched_jobs += static_cast<int64_t>(jobs.size());
       stats.busy_seconds += absl::ToDoubleSeconds(end - start);
       if (status.ok()) stats.gflop += flops * 1e-9;
+      CpuCounters& c = cpu_counters;
+      c.batches_done++;
+      c.busy_seconds += absl::ToDoubleSeconds(end - start);
+      if (status.ok()) {
+        c.jobs_done += static_cast<int64_t>(jobs.size());
+        c.gflop_done += flops * 1e-9;
+      }
+      if (predicted_s > 0) {
+        c.queued_batches--;
+        c.queued_seconds = c.queued_batches == 0 ? 0 : c.queued_seconds - queued;
+      }
+    }
+    if (status.ok()) {
+      // Rates are kept in whole-pool units: a one-thread batch counts `threads` times its rate.
+      rates->ObserveCompute(0, RateClass(params, side_by_side),
+                            side_by_side ? flops * cpu->threads() : flops,
+                            absl::ToDoubleSeconds(end - start));
     }
     for (auto& job : jobs) {
       job->timestamps.compute_start = start;
       job->timestamps.compute_end = end;
       job->timestamps.batch_jobs = static_cast<int>(jobs.size());
       job->timestamps.batch_n = params.n;
+      job->timestamps.device = -1;
       Complete(std::move(job), status);
     }
+  }
+
+  // Opens the GPUs (or learns why there are none), seeds the rates, starts one dispatcher per
+  // GPU. FAILED_PRECONDITION when the device policy names a GPU that is absent.
+  absl::Status OpenGpus() {
+    const absl::Time t0 = absl::Now();
+    gpus = options.open_gpus ? options.open_gpus(options.gpu) : OpenGpuDevices(options.gpu);
+    const absl::Duration took = absl::Now() - t0;
+    decisions.assign(1 + gpus.devices.size(), 0);
+    passed_over.assign(1 + gpus.devices.size(), 0);
+    std::vector<RateEstimator::Seed> seeds(1 + gpus.devices.size());
+    seeds[0].compute_gflops = options.cpu_gflops > 0 ? options.cpu_gflops : kDefaultCpuGflops;
+    if (gpus.devices.empty()) {
+      if (gpus.no_gpu_reason.empty()) gpus.no_gpu_reason = "no GPU found";
+      spdlog::info("engine: no GPU ({}; checked in {}): every batch runs on the cpu",
+                   gpus.no_gpu_reason, absl::FormatDuration(took));
+    } else if (options.cpu_gflops == 0) {
+      absl::StatusOr<double> measured = MeasureCpuGflops(*cpu);
+      if (measured.ok()) seeds[0].compute_gflops = *measured;
+    }
+    for (size_t i = 0; i < gpus.devices.size(); ++i) {
+      GpuDevice& device = *gpus.devices[i];
+      RateEstimator::Seed& seed = seeds[1 + i];
+      seed.compute_gflops = options.gpu_gflops > 0 ? options.gpu_gflops : kDefaultGpuGflops;
+      seed.transfer_gbps =
+          options.gpu_transfer_gbps > 0 ? options.gpu_transfer_gbps : kDefaultGpuTransferGbps;
+      seed.launch_overhead_s = options.gpu_launch_overhead_s;
+      if (options.gpu_gflops == 0 || options.gpu_transfer_gbps == 0) {
+        const RateEstimator::Seed measured = MeasureGpu(device, seed, absl::Seconds(2));
+        if (options.gpu_gflops == 0) seed.compute_gflops = measured.compute_gflops;
+        if (options.gpu_transfer_gbps == 0) seed.transfer_gbps = measured.transfer_gbps;
+      }
+      const GpuDeviceInfo info = device.Info();
+      spdlog::info("engine: gpu:{} {} ({}, {:.1f} GiB, {} CUs): {:.0f} GFLOP/s, {:.1f} GB/s "
+                   "host<->device",
+                   i, info.name, info.platform, info.memory_bytes / double(1 << 30),
+                   info.compute_units, seed.compute_gflops, seed.transfer_gbps);
+    }
+    rates = std::make_unique<RateEstimator>(seeds, options.rates);
+    if (!gpus.devices.empty()) {
+      spdlog::info("engine: router policy {}, cpu {:.0f} GFLOP/s, on gpu fault: {}",
+                   options.device_policy.ToString(), seeds[0].compute_gflops,
+                   FaultPolicyName(options.on_gpu_fault));
+    }
+    if (options.device_policy.wants_gpu()) {
+      SPARKLE_RETURN_IF_ERROR(CheckDevice(options.device_policy));
+    }
+    for (size_t i = 0; i < gpus.devices.size(); ++i) {
+      GpuDispatcher::Hooks hooks;
+      hooks.complete = [this](std::unique_ptr<Conv2dJob> job, const absl::Status& s) {
+        Complete(std::move(job), s);
+      };
+      hooks.run_on_cpu = [this](std::vector<std::unique_ptr<Conv2dJob>> jobs) {
+        Execute(jobs, 0);
+      };
+      hooks.finished = [this](const GpuBatchReport& r) { GpuFinished(r); };
+      dispatchers.push_back(std::make_unique<GpuDispatcher>(
+          static_cast<int>(i), gpus.devices[i].get(), options.gpu, options.on_gpu_fault,
+          options.batcher.clock, std::move(hooks)));
+    }
+    return absl::OkStatus();
+  }
+
+  // Admission check of an explicit GPU request: FAILED_PRECONDITION (absent), UNAVAILABLE
+  // (latched unhealthy).
+  absl::Status CheckDevice(const DeviceRequest& request) const {
+    std::vector<DeviceView> views(1);
+    for (size_t i = 0; i < gpus.devices.size(); ++i) {
+      DeviceView& g = views.emplace_back();
+      g.gpu = static_cast<int>(i);
+      g.healthy = gpus.devices[i]->healthy();
+      if (!g.healthy) g.unhealthy_reason = gpus.devices[i]->unhealthy_reason();
+    }
+    return CheckDeviceAvailable(request, views, gpus.no_gpu_reason);
+  }
+
+  // A GPU work finished: engine counters and the rate estimator.
+  void GpuFinished(const GpuBatchReport& r) {
+    const GpuTimings& t = r.timings;
+    const double compute_s = t.compute_end > t.compute_start
+                                 ? absl::ToDoubleSeconds(t.compute_end - t.compute_start)
+                                 : 0;
+    {
+      absl::MutexLock lock(&mu);
+      stats.batches++;
+      stats.batched_jobs += r.jobs;
+      stats.busy_seconds += compute_s;
+      if (r.ok) stats.gflop += r.params.flops() * 1e-9;
+    }
+    if (!r.ok) return;
+    const int slot = 1 + r.device;
+    rates->ObserveCompute(slot, RateClass(r.params, false), r.params.flops(), compute_s);
+    if (r.submitted == absl::InfinitePast() || !r.device_idle) return;
+    double transfer_s = 0;
+    if (t.h2d_end > r.submitted) transfer_s += absl::ToDoubleSeconds(t.h2d_end - r.submitted);
+    if (t.d2h_end > t.compute_end) transfer_s += absl::ToDoubleSeconds(t.d2h_end - t.compute_end);
+    rates->ObserveTransfer(slot, static_cast<double>(r.h2d_bytes + r.d2h_bytes), transfer_s);
   }
 
   // Calls done exactly once (the wrapper installed by Submit then retires the job).
   void Complete(std::unique_ptr<Conv2dJob> job, const absl::Status& status) {
     job->timestamps.done = options.batcher.clock->Now();
+    // Registered weights stop counting as in use before the submitter hears of the result.
+    job->registered_weight.reset();
     std::move(job->done)(status, job->timestamps);
   }
 
@@ -222,8 +517,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   impl->options = options;
   SPARKLE_ASSIGN_OR_RETURN(impl->cpu, CpuBackend::Create(options.cpu));
   SPARKLE_ASSIGN_OR_RETURN(impl->batcher, ShapeBatcher::Create(options.batcher));
-  // One worker per CPU thread: that many small batches can run side by side.
-  const int workers = impl->cpu->threads();
+  SPARKLE_ASSIGN_OR_RETURN(impl->registry, WeightRegistry::Create(options.weights));
+  SPARKLE_RETURN_IF_ERROR(impl->OpenGpus());
+  // One worker per CPU thread: that many small batches can run side by side. Workers also
+  // route; with GPUs, one more per GPU, so that batches bound for a GPU are still routed while
+  // every CPU thread is busy computing (sparkle_bench router).
+  const int workers = impl->cpu->threads() + static_cast<int>(impl->dispatchers.size());
   for (int i = 0; i < workers; ++i) {
     impl->workers.emplace_back([raw = impl.get()] { raw->WorkerLoop(); });
   }
@@ -238,12 +537,15 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() {
   impl_->batcher->Close();
   for (std::thread& t : impl_->workers) t.join();
+  // After the workers (the last to route), before the batcher and the counters go away.
+  for (auto& d : impl_->dispatchers) d->Close();
   impl_->batcher.reset();  // while the counters its completions touch are still alive
 }
 
 absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
   Conv2dJob& job = **job_ptr;
   absl::Status status = job.params.Validate();
+  if (status.ok() && job.registered_weight != nullptr) status = BindRegisteredWeight(&job);
   if (status.ok() && (job.input == nullptr || job.weight == nullptr || job.output == nullptr ||
                       (job.params.has_bias && job.bias == nullptr))) {
     status = absl::InvalidArgumentError("job has a null input, weight, bias or output buffer");
@@ -264,6 +566,14 @@ absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
     impl_->stats.jobs_rejected++;
     return status;
   }
+  const DeviceRequest device = job.device.is_auto() ? impl_->options.device_policy : job.device;
+  if (status.ok() && device.wants_gpu()) status = impl_->CheckDevice(device);
+  if (!status.ok()) {
+    absl::MutexLock lock(&impl_->mu);
+    impl_->stats.jobs_rejected++;
+    return status;
+  }
+  job.device = device;
   job.batchable = job.params.flops() < impl_->options.small_job_max_flops;
   {
     // Counted before Enqueue so that a worker finishing the job at once cannot drive the
@@ -326,7 +636,89 @@ EngineStats Engine::Stats() const {
   return stats;
 }
 
+DevicesSnapshot Engine::Devices() const {
+  const Impl& im = *impl_;
+  DevicesSnapshot out;
+  Impl::CpuCounters cpu;
+  std::vector<int64_t> decisions;
+  std::optional<Conv2dParams> last;
+  {
+    absl::MutexLock lock(&im.mu);
+    cpu = im.cpu_counters;
+    decisions = im.decisions;
+    last = im.last_routed;
+  }
+  DeviceSnapshot& c = out.devices.emplace_back();
+  c.name = "cpu";
+  c.detail = absl::StrCat("oneDNN ", im.cpu->Isa());
+  c.threads = im.cpu->threads();
+  c.jobs_done = cpu.jobs_done;
+  c.batches_done = cpu.batches_done;
+  c.gflop_done = cpu.gflop_done;
+  c.busy_seconds = cpu.busy_seconds;
+  c.queued_batches = cpu.queued_batches;
+  c.queued_seconds = cpu.queued_seconds;
+  c.decisions = decisions[0];
+  c.measured_gflops = im.rates->DeviceGflops(0);
+  RouterSnapshot& r = out.router;
+  r.policy = im.options.device_policy.ToString();
+  r.gpu_fault_policy = FaultPolicyName(im.options.on_gpu_fault);
+  r.decisions_cpu = decisions[0];
+  r.gpu_fallback_reason = im.gpus.no_gpu_reason;
+  r.gpu_platform = im.gpus.platform;
+  for (size_t i = 0; i < im.dispatchers.size(); ++i) {
+    const GpuDispatcher& d = *im.dispatchers[i];
+    const GpuDeviceInfo info = d.device()->Info();
+    const GpuDispatcher::Counters counters = d.counters();
+    const int slot = 1 + static_cast<int>(i);
+    DeviceSnapshot& g = out.devices.emplace_back();
+    g.name = absl::StrCat("gpu:", i);
+    g.index = static_cast<int>(i);
+    g.detail = absl::StrCat(info.name, " (", info.platform, ", ", info.compute_units, " CUs)");
+    g.healthy = d.device()->healthy();
+    if (!g.healthy) g.unhealthy_reason = d.device()->unhealthy_reason();
+    g.memory_bytes = info.memory_bytes;
+    g.memory_used_bytes = info.memory_used_bytes;
+    g.jobs_done = counters.jobs_done;
+    g.batches_done = counters.batches_done;
+    g.gflop_done = counters.gflop_done;
+    g.busy_seconds = counters.busy_seconds;
+    g.queued_batches = d.QueuedBatches();
+    g.queued_seconds = d.QueuedSeconds();
+    g.decisions = decisions[slot];
+    g.measured_gflops = im.rates->DeviceGflops(slot);
+    g.measured_transfer_gbps = im.rates->TransferGbps(slot);
+    g.launch_overhead_s = im.rates->LaunchOverheadSeconds(slot);
+    r.decisions_gpu += decisions[slot];
+  }
+  if (last.has_value()) {
+    // Crossover of the last routed class against the best healthy GPU (empty queues; weights
+    // counted as not resident, the conservative case).
+    const Conv2dParams& p = *last;
+    const double flops = p.flops();
+    const double in = p.input_elements() * 4.0 / flops, out_b = p.output_elements() * 4.0 / flops;
+    const std::vector<DeviceView> views =
+        im.Views(p, /*weight_key=*/0, /*one_thread=*/false);
+    double best = std::numeric_limits<double>::infinity();
+    bool any = false;
+    for (size_t i = 1; i < views.size(); ++i) {
+      DeviceView g = views[i];
+      if (!g.healthy || !g.usable) continue;
+      any = true;
+      DeviceView cpu_view = views[0];
+      best = std::min(best, CrossoverFlops(cpu_view, g, in, out_b,
+                                           (p.weight_elements() + p.bias_elements()) * 4.0));
+    }
+    if (any) {
+      r.crossover_mflop = best * 1e-6;
+      r.crossover_shape = p.ShapeClass();
+    }
+  }
+  return out;
+}
+
 const CpuBackend& Engine::cpu() const { return *impl_->cpu; }
+WeightRegistry& Engine::registry() const { return *impl_->registry; }
 const EngineOptions& Engine::options() const { return impl_->options; }
 
 }  // namespace sparkle

@@ -1,20 +1,29 @@
 // Engine: the conv2d inference engine, with no knowledge of gRPC, protobuf, metrics or flags.
 //
-// Submit() validates a job and queues it in the ShapeBatcher; worker threads take batches,
-// run them on the CPU backend (oneDNN on an OpenMP pool) and call each job's done exactly once.
+// Submit() validates a job and queues it in the ShapeBatcher; worker threads take batches and
+// route each one (engine/router: predicted completion time on the CPU pool vs each GPU, or the
+// job's explicit device). CPU batches run on the worker (oneDNN on an OpenMP pool); GPU batches
+// go to that GPU's GpuDispatcher thread. Each job's done is called exactly once.
 // Batches of small jobs run side by side, one OpenMP thread each; a large job uses every thread.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/core/device_request.h"
 #include "engine/core/job.h"
 #include "engine/cpu/cpu_backend.h"
+#include "engine/devices_snapshot.h"
+#include "engine/gpu_dispatcher.h"
+#include "engine/hip/gpu_device.h"
+#include "engine/router/rate_estimator.h"
 #include "engine/scheduler/shape_batcher.h"
+#include "engine/registry/weight_registry.h"
 
 namespace sparkle {
 
@@ -52,6 +61,32 @@ struct EngineOptions {
   // Names used in error messages so that users learn which flag raises a limit; a library
   // never reads flags itself.
   std::string max_job_bytes_flag = "max_job_bytes";
+  // The weights registry (budget, persistence directory), created with the engine.
+  WeightRegistry::Options weights;
+
+  // GPUs (engine/hip/gpu_device.h), opened once at Create. None is the normal case: the engine
+  // is then CPU-only and says why in Devices().router.gpu_fallback_reason.
+  GpuOptions gpu;
+  // Where jobs whose own request is "auto" go: auto (the router decides per batch), cpu, gpu
+  // (the best healthy GPU) or gpu:N. A GPU policy on a machine without that GPU fails Create
+  // with FAILED_PRECONDITION.
+  DeviceRequest device_policy;
+  // What happens to queued work of a GPU that latched unhealthy (see GpuDispatcher).
+  GpuFaultPolicy on_gpu_fault = GpuFaultPolicy::kRerouteToCpu;
+  // Router rates. 0 = measured at Create when a GPU is present (CPU: a short oneDNN run of a
+  // representative layer; GPU: a small transfer-bound and a small compute-bound work through
+  // the device, defaults if that fails), then refined online from completed batches.
+  // GFLOP/s and GB/s (1e9 bytes/s), each in [0, 1e7].
+  double cpu_gflops = 0;
+  double gpu_gflops = 0;
+  double gpu_transfer_gbps = 0;
+  // Fixed cost the router adds to every GPU batch (submit, launch, synchronisation), seconds,
+  // [0, 1].
+  double gpu_launch_overhead_s = 30e-6;
+  // Online refinement of the rates (EWMA weight, shape classes kept per device).
+  RateEstimator::Options rates;
+  // Test seam: opens the GPUs. Null = OpenGpuDevices (engine/hip).
+  std::function<GpuDevices(const GpuOptions&)> open_gpus;
 };
 
 class Engine {
@@ -65,7 +100,9 @@ class Engine {
   // Takes the job iff OK (then job->done runs exactly once, later, on an engine thread).
   // Otherwise the job stays with the caller and done is not called: INVALID_ARGUMENT (params,
   // null buffers), RESOURCE_EXHAUSTED (job too large, queue full), DEADLINE_EXCEEDED,
-  // UNAVAILABLE (draining). Thread-safe; never blocks on compute.
+  // UNAVAILABLE (draining, or the requested GPU latched unhealthy), FAILED_PRECONDITION (the
+  // requested GPU does not exist; the message says why there is none). Thread-safe; never
+  // blocks on compute.
   absl::Status Submit(std::unique_ptr<Conv2dJob>* job);
 
   // Stops admission (UNAVAILABLE) and waits until every accepted job has completed or
@@ -75,7 +112,12 @@ class Engine {
 
   bool draining() const;
   EngineStats Stats() const;
+  // The CPU pool and every GPU (health, memory, work done, queue, measured rates) and the
+  // router's decisions and crossover. Cheap: copies counters under short locks.
+  DevicesSnapshot Devices() const;
   const CpuBackend& cpu() const;
+  // Registered weights; jobs name them through Conv2dJob::registered_weight. Thread-safe.
+  WeightRegistry& registry() const;
   const EngineOptions& options() const;
 
  private:

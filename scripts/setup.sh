@@ -6,8 +6,16 @@ set -euo pipefail
 PACKAGES=(
   cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev libspdlog-dev libdnnl-dev
+  libabsl-dev libspdlog-dev libdnnl-dev libssl-dev
   libgtest-dev libgmock-dev
+  # systemd integration (docs/operations.md): sd_notify for Type=notify and the watchdog.
+  libsystemd-dev
+  # GPU builds (docs/gpu.md): HIP for AMD (clang-15, ROCm 5.2), the HIP-on-CPU emulator's
+  # fibers, and ccache so that scripts/test_gpu_builds.sh recompiles only what differs.
+  hipcc libamdhip64-dev libboost-context-dev ccache
+  # Metrics (docs/metrics.md): prometheus-cpp; the Prometheus server and curl for the scrape
+  # test, which runs its own prometheus (the packaged service is kept from starting below).
+  prometheus-cpp-dev prometheus curl
 )
 
 missing=()
@@ -23,4 +31,13 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
+# Debian starts a packaged daemon on install (prometheus would take port 9090); a policy-rc.d
+# that answers 101 is Debian's way to forbid that during this install. An existing one (most
+# containers ship one) is left alone.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+  $SUDO chmod +x "$policy"
+  trap '$SUDO rm -f "$policy"' EXIT
+fi
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

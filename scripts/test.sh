@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian 12 machine to a passing test suite: installs what is
 # missing, builds everything (tests and benchmarks included) and runs every test with ctest.
+# build/ uses the HIP-on-CPU emulator (SPARKLE_GPU=emu), so every GPU test runs here too; then
+# scripts/test_gpu_builds.sh builds the AMD and NVIDIA variants and runs their fallback tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh -DSPARKLE_BUILD_TESTS=ON -DSPARKLE_BUILD_BENCH=ON
-cd build
-ctest --output-on-failure -j 2 --timeout 900 "$@"
+scripts/build.sh -DSPARKLE_BUILD_TESTS=ON -DSPARKLE_BUILD_BENCH=ON -DSPARKLE_GPU=emu
+# setup.sh installed prometheus, so the Prometheus scrape test must run, never skip.
+(cd build && SPARKLE_REQUIRE_PROMETHEUS=1 ctest --output-on-failure -j 2 --timeout 900 "$@")
+scripts/test_gpu_builds.sh

@@ -1,5 +1,6 @@
 #include "server/control_service.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -7,7 +8,7 @@
 namespace sparkle {
 
 ControlService::ControlService(Engine* engine, std::string listen_address)
-    : engine_(engine), listen_address_(std::move(listen_address)) {}
+    : engine_(engine), listen_address_(std::move(listen_address)), weights_(&engine->registry()) {}
 
 grpc::ServerUnaryReactor* ControlService::GetStatus(grpc::CallbackServerContext* context,
                                                     const sparkle::v1::GetStatusRequest*,
@@ -21,17 +22,34 @@ grpc::ServerUnaryReactor* ControlService::GetStatus(grpc::CallbackServerContext*
   response->set_ready(!draining);
   response->set_draining(draining);
   response->set_listen_address(listen_address_);
+  response->set_metrics_address(metrics_address_);
 
-  auto* cpu = response->add_devices();
-  cpu->set_name("cpu");
-  cpu->set_kind("cpu");
-  cpu->set_healthy(true);
-  cpu->set_threads(engine_->cpu().threads());
-  cpu->set_jobs_done(stats.jobs_succeeded);
-  cpu->set_batches_done(stats.batches);
-  cpu->set_gflop_done(stats.gflop);
-  cpu->set_busy_seconds(stats.busy_seconds);
-  cpu->set_detail(absl::StrCat("oneDNN ", engine_->cpu().Isa()));
+  const DevicesSnapshot devices = engine_->Devices();
+  for (const DeviceSnapshot& d : devices.devices) {
+    auto* out = response->add_devices();
+    out->set_name(d.name);
+    out->set_kind(d.index < 0 ? "cpu" : "gpu");
+    out->set_index(d.index);
+    out->set_healthy(d.healthy);
+    out->set_unhealthy_reason(d.unhealthy_reason);
+    out->set_threads(d.threads);
+    out->set_detail(d.detail);
+    out->set_memory_bytes(static_cast<uint64_t>(d.memory_bytes));
+    out->set_memory_used_bytes(static_cast<uint64_t>(d.memory_used_bytes));
+    out->set_jobs_done(static_cast<uint64_t>(d.jobs_done));
+    out->set_batches_done(static_cast<uint64_t>(d.batches_done));
+    out->set_gflop_done(d.gflop_done);
+    out->set_busy_seconds(d.busy_seconds);
+    out->set_queued_batches(static_cast<uint64_t>(std::max<int64_t>(0, d.queued_batches)));
+    out->set_measured_gflops(d.measured_gflops);
+    out->set_measured_transfer_gbps(d.measured_transfer_gbps);
+  }
+  auto* router = response->mutable_router();
+  router->set_policy(devices.router.policy);
+  router->set_decisions_cpu(static_cast<uint64_t>(devices.router.decisions_cpu));
+  router->set_decisions_gpu(static_cast<uint64_t>(devices.router.decisions_gpu));
+  router->set_crossover_mflop(devices.router.crossover_mflop);
+  router->set_gpu_fallback_reason(devices.router.gpu_fallback_reason);
 
   response->set_queued_jobs(stats.queue.jobs);
   response->set_queued_bytes(stats.queue.bytes);
@@ -47,6 +65,9 @@ grpc::ServerUnaryReactor* ControlService::GetStatus(grpc::CallbackServerContext*
   response->set_jobs_succeeded(stats.jobs_succeeded);
   response->set_jobs_failed(stats.jobs_failed);
   response->set_jobs_rejected(stats.jobs_rejected);
+  response->set_in_flight_jobs(static_cast<uint64_t>(std::max<int64_t>(
+      0, stats.jobs_accepted - stats.jobs_succeeded - stats.jobs_failed)));
+  weights_.FillStatus(response->mutable_registry());
   response->set_mean_batch_size(
       stats.batches > 0 ? static_cast<double>(stats.batched_jobs) / stats.batches : 0.0);
 

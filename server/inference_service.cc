@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/status_convert.h"
+#include "server/triton_messages.h"
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
@@ -49,8 +50,15 @@ void AddTensorMetadata(const char* name, int rank,
 
 }  // namespace
 
-InferenceService::InferenceService(Engine* engine, const Options& options)
-    : engine_(engine), options_(options) {}
+InferenceService::InferenceService(Engine* engine, const Options& options,
+                                   InferenceStats* stats, ServerMetrics* metrics)
+    : engine_(engine), options_(options), stats_(stats), metrics_(metrics) {}
+
+void InferenceService::RecordRejection(const absl::Status& status, bool queue_full) {
+  if (metrics_ != nullptr) {
+    metrics_->RecordRejection(RejectReasonFor(status, queue_full, engine_->draining()));
+  }
+}
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
@@ -102,9 +110,15 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
-  absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(*request, options_.limits);
+  const absl::Time received = absl::Now();
+  if (metrics_ != nullptr) {
+    metrics_->RecordRequestBytes(static_cast<int64_t>(request->ByteSizeLong()));
+  }
+  absl::StatusOr<ParsedInferRequest> parsed =
+      ParseInferRequest(*request, options_.limits, &engine_->registry());
   if (!parsed.ok()) {
     spdlog::debug("ModelInfer id='{}' rejected: {}", request->id(), parsed.status().ToString());
+    RecordRejection(parsed.status(), /*queue_full=*/false);
     return FinishNow(context, ToGrpcStatus(parsed.status()));
   }
   const Conv2dParams& p = parsed->params;
@@ -129,21 +143,56 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   job->input = parsed->input;
   job->weight = parsed->weight;
   job->bias = parsed->bias;
+  job->registered_weight = std::move(parsed->registered_weight);
   job->output = reinterpret_cast<float*>(output->data());
   job->priority = parsed->priority;
+  job->device = parsed->device;
   job->deadline = std::min(FromChrono(context->deadline()), absl::Now() + parsed->queue_timeout);
   job->cancelled = reactor->cancelled();
-  job->done = [reactor](const absl::Status& status, const ExecTimestamps&) {
+  const int64_t response_bytes = static_cast<int64_t>(output->size());
+  job->done = [reactor, received, n = p.n, response_bytes, stats = stats_, metrics = metrics_](
+                  const absl::Status& status, const ExecTimestamps& timestamps) {
+    // Recorded before the reply (< 1 us: sparkle_bench metrics_record), so that a client that
+    // has its response also sees it counted in ModelStatistics and /metrics.
+    RequestOutcome outcome;
+    outcome.code = status.code();
+    outcome.timestamps = timestamps;
+    outcome.received = received;
+    outcome.n = n;
+    outcome.response_bytes = status.ok() ? response_bytes : 0;
+    stats->Record(outcome);
+    if (metrics != nullptr) metrics->RecordOutcome(outcome);
     reactor->Finish(ToGrpcStatus(status));
   };
   absl::Status status = engine_->Submit(&job);
   if (!status.ok()) {
-    if (IsQueueFull(status)) {
+    const bool queue_full = IsQueueFull(status);
+    RecordRejection(status, queue_full);
+    if (queue_full) {
       context->AddTrailingMetadata("retry-after-ms", absl::StrCat(options_.retry_after_ms));
     }
     reactor->Finish(ToGrpcStatus(status));
   }
   return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelConfig(
+    grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
+    inference::ModelConfigResponse* response) {
+  absl::Status status = CheckModel(request->name(), request->version());
+  if (status.ok()) FillModelConfig(*engine_, response->mutable_config());
+  return FinishNow(context, ToGrpcStatus(status));
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
+    grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
+    inference::ModelStatisticsResponse* response) {
+  // Triton: an empty name means every model (here, the one).
+  absl::Status status = request->name().empty() && request->version().empty()
+                            ? absl::OkStatus()
+                            : CheckModel(request->name(), request->version());
+  if (status.ok()) FillModelStatistics(stats_->Get(), response->add_model_stats());
+  return FinishNow(context, ToGrpcStatus(status));
 }
 
 }  // namespace sparkle

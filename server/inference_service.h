@@ -8,7 +8,9 @@
 
 #include "engine/engine.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
+#include "server/inference_stats.h"
 #include "server/request_parser.h"
+#include "server/server_metrics.h"
 
 namespace sparkle {
 
@@ -20,8 +22,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     int64_t retry_after_ms = 20;
   };
 
-  // `engine` is not owned and must outlive the service.
-  InferenceService(Engine* engine, const Options& options);
+  // `engine`, `stats` and `metrics` are not owned and must outlive every request (the engine's
+  // done callbacks record into them). `metrics` may be null (metrics off); `stats` may not.
+  InferenceService(Engine* engine, const Options& options, InferenceStats* stats,
+                   ServerMetrics* metrics);
 
   grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
                                        const inference::ServerLiveRequest* request,
@@ -41,10 +45,22 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
                                        const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override;
+  // Triton extensions: the model's configuration and its cumulative statistics.
+  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
+                                        const inference::ModelConfigRequest* request,
+                                        inference::ModelConfigResponse* response) override;
+  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
+                                            const inference::ModelStatisticsRequest* request,
+                                            inference::ModelStatisticsResponse* response) override;
 
  private:
+  // Counts a request refused before reaching the engine's queue.
+  void RecordRejection(const absl::Status& status, bool queue_full);
+
   Engine* const engine_;
   const Options options_;
+  InferenceStats* const stats_;
+  ServerMetrics* const metrics_;
 };
 
 }  // namespace sparkle

@@ -10,18 +10,26 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "server/logging.h"
 #include "server/sparkle_server.h"
+#include "server/systemd_notifier.h"
 #include "spdlog/spdlog.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:8001",
           "gRPC listen address host:port (port 0 picks a free one), or unix:/path");
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{256} << 20,
           "largest request/response message in bytes, [4096, 2147483647]");
+ABSL_FLAG(std::string, admin_listen, "",
+          "optional UNIX socket unix:/path for admin calls; when set, Control.Drain is "
+          "refused elsewhere (needs a TCP --listen); empty: admin calls on --listen");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM/SIGINT, how long accepted work may take to finish, [0, 1h]");
 ABSL_FLAG(int, max_concurrent_streams, 64, "concurrent RPCs per client connection, [1, 65536]");
 ABSL_FLAG(int64_t, retry_after_ms, 20,
           "retry hint (trailing metadata retry-after-ms) sent when the queue is full, [0, 60000]");
+ABSL_FLAG(std::string, metrics_address, "0.0.0.0:8002",
+          "Prometheus endpoint host:port serving GET /metrics (port 0 picks a free one); empty "
+          "turns metrics off");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for compute; 0 = the CPUs this process may use (affinity and cgroup "
           "quota), [0, 1024]");
@@ -39,7 +47,28 @@ ABSL_FLAG(int64_t, max_job_bytes, int64_t{1} << 30,
 ABSL_FLAG(double, small_job_max_mflop, 20,
           "requests below this many MFLOP batch together and run one thread each, side by side; "
           "larger ones run alone on every thread, [0, 1e9]");
-ABSL_FLAG(std::string, log_level, "info", "trace, debug, info, warn, error or off");
+ABSL_FLAG(int64_t, weights_budget_bytes, int64_t{2} << 30,
+          "bytes the weights registry may hold (registered weights and their prepacked copies), "
+          "[0, 2^50]");
+ABSL_FLAG(std::string, weights_dir, "",
+          "directory where weight registrations persist across restarts; empty: memory only");
+ABSL_FLAG(std::string, device, "auto",
+          "where requests that say device=auto (or nothing) run: auto (the router predicts the "
+          "fastest device per batch), cpu, gpu (the best healthy GPU) or gpu:N; a GPU policy "
+          "without that GPU refuses to start");
+ABSL_FLAG(std::string, gpu_fault_policy, "cpu",
+          "when a GPU latches unhealthy, its queued auto work goes to the cpu (cpu) or fails "
+          "UNAVAILABLE (fail); requests that named the GPU always fail");
+ABSL_FLAG(int, gpu_slots, 3,
+          "staging slots (pipeline depth) per GPU, [1, 8]; 3 = triple buffering");
+ABSL_FLAG(std::string, gpu_tuning_cache_dir, "",
+          "directory where GPU kernel tuning results persist across restarts; empty = memory only");
+ABSL_FLAG(int, emulated_gpus, -1,
+          "SPARKLE_GPU=emu builds only (test/demo): emulate this many GPUs; -1 = the "
+          "HIPEMU_DEVICES environment (default 0), [-1, 64]; ignored by other builds");
+ABSL_FLAG(std::string, log_level, "info",
+          "trace, debug, info, warn, error, critical or off; info logs lifecycle events only "
+          "(never one line per request)");
 
 namespace {
 
@@ -56,9 +85,11 @@ sparkle::ServerOptions OptionsFromFlags() {
   sparkle::ServerOptions o;
   o.listen_address = absl::GetFlag(FLAGS_listen);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  o.admin_listen_address = absl::GetFlag(FLAGS_admin_listen);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
+  o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   sparkle::EngineOptions& e = o.engine;
   e.cpu.threads = absl::GetFlag(FLAGS_threads);
   e.cpu.allow_winograd = absl::GetFlag(FLAGS_winograd);
@@ -69,7 +100,32 @@ sparkle::ServerOptions OptionsFromFlags() {
   e.batcher.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   e.max_job_bytes = absl::GetFlag(FLAGS_max_job_bytes);
   e.small_job_max_flops = absl::GetFlag(FLAGS_small_job_max_mflop) * 1e6;
+  e.weights.budget_bytes = absl::GetFlag(FLAGS_weights_budget_bytes);
+  e.weights.dir = absl::GetFlag(FLAGS_weights_dir);
   return o;
+}
+
+// The device flags, which can be malformed: INVALID_ARGUMENT naming the flag.
+absl::Status DeviceOptionsFromFlags(sparkle::EngineOptions* e) {
+  absl::StatusOr<sparkle::DeviceRequest> device =
+      sparkle::ParseDeviceRequest(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", device.status().message()));
+  }
+  e->device_policy = *device;
+  const std::string fault = absl::GetFlag(FLAGS_gpu_fault_policy);
+  if (fault == "cpu") {
+    e->on_gpu_fault = sparkle::GpuFaultPolicy::kRerouteToCpu;
+  } else if (fault == "fail") {
+    e->on_gpu_fault = sparkle::GpuFaultPolicy::kFail;
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu_fault_policy must be cpu or fail; was '", fault, "'"));
+  }
+  e->gpu.slots = absl::GetFlag(FLAGS_gpu_slots);
+  e->gpu.tuning_cache_dir = absl::GetFlag(FLAGS_gpu_tuning_cache_dir);
+  e->gpu.emulated_devices = absl::GetFlag(FLAGS_emulated_gpus);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -79,8 +135,10 @@ int main(int argc, char** argv) {
       "sparkled: conv2d inference daemon (KServe v2 gRPC).\n"
       "  sparkled [--listen=127.0.0.1:8001] [--threads=0] ...   (--help lists every flag)");
   absl::ParseCommandLine(argc, argv);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(spdlog::level::from_str(absl::GetFlag(FLAGS_log_level)));
+  if (absl::Status s = sparkle::ConfigureLogging(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    spdlog::critical("cannot start: {}", s.ToString());
+    return 1;
+  }
   KeepFreedMemoryMapped();
 
   // Blocked before any thread starts, so every thread inherits the mask and only the sigwait
@@ -91,7 +149,19 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  const sparkle::ServerOptions options = OptionsFromFlags();
+  // READY/STOPPING/STATUS/WATCHDOG to systemd when it started us (Type=notify); else no-ops.
+  // "Healthy" for the watchdog: SparkleServer::Healthy (the engine's lock answers).
+  std::unique_ptr<sparkle::SparkleServer>* running = nullptr;
+  sparkle::SystemdNotifier systemd([&running] { return running && (*running)->Healthy(); });
+
+  sparkle::ServerOptions options = OptionsFromFlags();
+  if (absl::Status s = DeviceOptionsFromFlags(&options.engine); !s.ok()) {
+    spdlog::critical("cannot start: {}", s.ToString());
+    return 1;
+  }
+  options.on_drain_start = [&systemd] {
+    systemd.Status("draining: not serving, accepted work finishing");
+  };
   absl::StatusOr<std::unique_ptr<sparkle::SparkleServer>> server =
       sparkle::SparkleServer::Start(options);
   if (!server.ok()) {
@@ -102,6 +172,9 @@ int main(int argc, char** argv) {
   spdlog::info("sparkled {} listening on {} (KServe v2 gRPC: inference.GRPCInferenceService, "
                "sparkle.v1.Control, grpc.health.v1.Health)",
                SPARKLE_VERSION, address);
+  running = &*server;
+  systemd.Ready(absl::StrCat("serving on ", address));
+  systemd.StartWatchdog();
   spdlog::info("try: sparklectl --target={} status", address);
   spdlog::info("     sparklectl --target={} infer --input_shape=1x16x32x32 "
                "--weight_shape=16x16x3x3 --pad=1 --output=y.npy",
@@ -113,10 +186,13 @@ int main(int argc, char** argv) {
     spdlog::info("received {}: health NOT_SERVING, no new requests, draining (budget {})",
                  sig == SIGTERM ? "SIGTERM" : "SIGINT",
                  absl::FormatDuration(options.drain_timeout));
+    systemd.Stopping(absl::StrCat("stopping: draining (budget ",
+                                  absl::FormatDuration(options.drain_timeout), ")"));
     (*server)->Shutdown(absl::Now() + options.drain_timeout).IgnoreError();
   });
   (*server)->Wait();
   signal_thread.join();
+  systemd.StopWatchdog();  // before the server it asks goes away
   server->reset();
   spdlog::info("sparkled stopped");
   return 0;

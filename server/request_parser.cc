@@ -2,10 +2,9 @@
 
 #include <cstring>
 #include <optional>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -90,32 +89,23 @@ absl::Status ParseRequestParameters(const ModelInferRequest& request, Geometry* 
       }
       // Triton: 0 means no timeout.
       if (timeout_us > 0) out->queue_timeout = absl::Microseconds(timeout_us);
+    } else if (key == "weight_id") {
+      SPARKLE_ASSIGN_OR_RETURN(out->weight_id, StringParam(key, value));
     } else if (key == "device") {
-      SPARKLE_ASSIGN_OR_RETURN(out->device, StringParam(key, value));
+      SPARKLE_ASSIGN_OR_RETURN(std::string device, StringParam(key, value));
+      absl::StatusOr<DeviceRequest> parsed = ParseDeviceRequest(device);
+      if (!parsed.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("parameter ", parsed.status().message()));
+      }
+      out->device = *parsed;
     } else if (!IsIgnoredKey(key)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown request parameter '", key,
           "' (known: stride, stride_h, stride_w, pad, pad_h, pad_w, dilation, dilation_h, "
-          "dilation_w, groups, priority, timeout, device)"));
+          "dilation_w, groups, priority, timeout, device, weight_id)"));
     }
   }
   return absl::OkStatus();
-}
-
-absl::Status CheckDevice(const std::string& device) {
-  if (device == "auto" || device == "cpu") return absl::OkStatus();
-  if (device == "gpu" || absl::StartsWith(device, "gpu:")) {
-    int index = 0;
-    if (device != "gpu" && !absl::SimpleAtoi(absl::string_view(device).substr(4), &index)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("parameter device must be auto, cpu, gpu or gpu:<index>; was '", device,
-                       "'"));
-    }
-    return absl::FailedPreconditionError(absl::StrCat(
-        "device '", device, "' was requested but this daemon has no GPU (use device=auto or cpu)"));
-  }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "parameter device must be auto, cpu, gpu or gpu:<index>; was '", device, "'"));
 }
 
 struct NamedInputs {
@@ -125,7 +115,8 @@ struct NamedInputs {
   int input_index = -1, weight_index = -1, bias_index = -1;
 };
 
-absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request) {
+// `by_id`: the request names registered weights, so it must send neither weight nor bias.
+absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request, bool by_id) {
   NamedInputs named;
   for (int i = 0; i < request.inputs_size(); ++i) {
     const InputTensor& t = request.inputs(i);
@@ -155,8 +146,15 @@ absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request) {
   if (named.input == nullptr) {
     return absl::InvalidArgumentError("missing input tensor 'input' ([N, C, H, W], FP32)");
   }
-  if (named.weight == nullptr) {
-    return absl::InvalidArgumentError("missing input tensor 'weight' ([K, C/groups, R, S], FP32)");
+  if (by_id && (named.weight != nullptr || named.bias != nullptr)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request names registered weights (weight_id) and also sends the '",
+        named.weight != nullptr ? "weight" : "bias",
+        "' input; send one or the other (a registration carries its own bias)"));
+  }
+  if (!by_id && named.weight == nullptr) {
+    return absl::InvalidArgumentError(
+        "missing input tensor 'weight' ([K, C/groups, R, S], FP32) or weight_id parameter");
   }
   return named;
 }
@@ -257,7 +255,8 @@ absl::Status CheckModel(const std::string& name, const std::string& version) {
 }
 
 absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& request,
-                                                     const ParseLimits& limits) {
+                                                     const ParseLimits& limits,
+                                                     WeightRegistry* registry) {
   const size_t request_bytes = request.ByteSizeLong();
   if (static_cast<int64_t>(request_bytes) > limits.max_request_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -268,8 +267,7 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   ParsedInferRequest out;
   Geometry g;
   SPARKLE_RETURN_IF_ERROR(ParseRequestParameters(request, &g, &out));
-  SPARKLE_RETURN_IF_ERROR(CheckDevice(out.device));
-  SPARKLE_ASSIGN_OR_RETURN(NamedInputs named, MatchInputs(request));
+  SPARKLE_ASSIGN_OR_RETURN(NamedInputs named, MatchInputs(request, !out.weight_id.empty()));
 
   for (const auto& requested : request.outputs()) {
     if (requested.name() != "output") {
@@ -295,12 +293,26 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   SPARKLE_ASSIGN_OR_RETURN(Layout layout, ParseLayout(*named.input));
   SPARKLE_RETURN_IF_ERROR(CheckShape(*named.input, 4,
                                      layout == Layout::kNHWC ? "[N, H, W, C]" : "[N, C, H, W]"));
-  SPARKLE_RETURN_IF_ERROR(CheckShape(*named.weight, 4, "[K, C/groups, R, S]"));
-  for (const auto& [key, value] : named.weight->parameters()) {
-    if (!IsIgnoredKey(key)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown parameter '", key, "' on input tensor 'weight'"));
+  std::vector<int64_t> ws;  // [K, C/groups, R, S]
+  if (named.weight != nullptr) {
+    SPARKLE_RETURN_IF_ERROR(CheckShape(*named.weight, 4, "[K, C/groups, R, S]"));
+    for (const auto& [key, value] : named.weight->parameters()) {
+      if (!IsIgnoredKey(key)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown parameter '", key, "' on input tensor 'weight'"));
+      }
     }
+    ws.assign(named.weight->shape().begin(), named.weight->shape().end());
+  } else {
+    if (registry == nullptr) {
+      return absl::NotFoundError(absl::StrCat("no registered weights with weight_id '",
+                                              out.weight_id, "' (no weights registry)"));
+    }
+    SPARKLE_ASSIGN_OR_RETURN(out.registered_weight, registry->Acquire(out.weight_id));
+    const RegisteredWeight& w = *out.registered_weight;
+    ws.assign(w.shape().begin(), w.shape().end());
+    out.weight = w.weight();
+    out.bias = w.bias();
   }
 
   Conv2dParams& p = out.params;
@@ -310,7 +322,6 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   p.c = layout == Layout::kNHWC ? is[3] : is[1];
   p.h = layout == Layout::kNHWC ? is[1] : is[2];
   p.w = layout == Layout::kNHWC ? is[2] : is[3];
-  const auto& ws = named.weight->shape();
   p.k = ws[0];
   p.r = ws[2];
   p.s = ws[3];
@@ -321,7 +332,8 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   p.dilation_h = g.dilation_h.value_or(g.dilation.value_or(1));
   p.dilation_w = g.dilation_w.value_or(g.dilation.value_or(1));
   p.groups = g.groups;
-  p.has_bias = named.bias != nullptr;
+  p.has_bias = named.bias != nullptr ||
+               (out.registered_weight != nullptr && out.registered_weight->has_bias());
   SPARKLE_RETURN_IF_ERROR(p.Validate());
   if (ws[1] * p.groups != p.c) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -345,8 +357,10 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   }
   SPARKLE_RETURN_IF_ERROR(
       TensorData(request, *named.input, named.input_index, p.input_elements(), &out.input));
-  SPARKLE_RETURN_IF_ERROR(
-      TensorData(request, *named.weight, named.weight_index, p.weight_elements(), &out.weight));
+  if (named.weight != nullptr) {
+    SPARKLE_RETURN_IF_ERROR(
+        TensorData(request, *named.weight, named.weight_index, p.weight_elements(), &out.weight));
+  }
   if (named.bias != nullptr) {
     SPARKLE_RETURN_IF_ERROR(TensorData(request, *named.bias, named.bias_index, p.k, &out.bias));
   }

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/core/conv2d_params.h"
+#include "engine/registry/weight_registry.h"
+#include "engine/core/device_request.h"
 #include "inference/grpc_predict_v2.pb.h"
 
 namespace sparkle {
@@ -23,9 +26,15 @@ struct ParsedInferRequest {
   const float* input = nullptr;
   const float* weight = nullptr;
   const float* bias = nullptr;
+  // Set when the request names registered weights (`weight_id`): weight and bias point into
+  // it, and it keeps them alive (and counted in use) while the job holds it.
+  std::shared_ptr<const RegisteredWeight> registered_weight;
+  std::string weight_id;  // `weight_id` parameter; empty when the weights were sent
   int priority = 0;                                  // `priority` parameter, 0 = default
   absl::Duration queue_timeout = absl::InfiniteDuration();  // `timeout` parameter (µs)
-  std::string device = "auto";                       // `device` parameter
+  // `device` parameter (auto | cpu | gpu | gpu:N). Whether that device exists is the engine's
+  // call at Submit (FAILED_PRECONDITION when absent).
+  DeviceRequest device;
 };
 
 struct ParseLimits {
@@ -36,10 +45,14 @@ struct ParseLimits {
   std::string flag = "max_message_bytes";
 };
 
-// NOT_FOUND for an unknown model or version, FAILED_PRECONDITION for a GPU device on a daemon
-// without one, RESOURCE_EXHAUSTED for an output above the limit, INVALID_ARGUMENT otherwise.
+// NOT_FOUND for an unknown model or version, RESOURCE_EXHAUSTED for an output above the limit,
+// INVALID_ARGUMENT otherwise (a malformed `device` included; an absent device is the engine's
+// FAILED_PRECONDITION).
+// A `weight_id` parameter names weights in `registry` (NOT_FOUND when unknown or when
+// `registry` is null); sending the `weight` or `bias` input as well is INVALID_ARGUMENT.
 absl::StatusOr<ParsedInferRequest> ParseInferRequest(const inference::ModelInferRequest& request,
-                                                     const ParseLimits& limits);
+                                                     const ParseLimits& limits,
+                                                     WeightRegistry* registry = nullptr);
 
 // NOT_FOUND unless name is "conv2d" and version is "" or "1".
 absl::Status CheckModel(const std::string& name, const std::string& version);

@@ -27,6 +27,10 @@ class SparkleServer {
   // idempotent (later calls return the first result).
   absl::Status Shutdown(absl::Time deadline);
 
+  // The health signal of the systemd watchdog: the engine answers a counter snapshot (its lock
+  // is not stuck; if it is, this blocks). True while draining and once stopped.
+  bool Healthy() const;
+
   const std::string& address() const;
 
  private:

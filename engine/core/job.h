@@ -11,9 +11,12 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/core/conv2d_params.h"
+#include "engine/core/device_request.h"
 #include "engine/core/exec_timestamps.h"
 
 namespace sparkle {
+
+class RegisteredWeight;  // engine/registry/registered_weight.h
 
 // Called exactly once per accepted job, on an engine thread, with no engine lock held. OK means
 // `output` holds the result; any other status means its contents are unspecified.
@@ -30,6 +33,12 @@ struct Conv2dJob {
   const float* bias = nullptr;    // params.k floats when params.has_bias, else ignored
   float* output = nullptr;        // params.output_elements(), written by the engine
 
+  // Set when the job uses registered weights (engine/registry, WeightRegistry::Acquire): keeps
+  // them alive and counted in use while the job is in flight (the engine drops it just before
+  // done runs). Engine::Submit takes weight, bias and weight_key from it (the registration's
+  // bias, if any, is the job's bias).
+  std::shared_ptr<const RegisteredWeight> registered_weight;
+
   // Weight identity: jobs batch together only when their geometry and weight_key match. 0 means
   // "no identity" (never batched with others, weights never cached). Engine::Submit fills it
   // from the weight bytes when the submitter leaves it 0 and the weights are small enough.
@@ -37,6 +46,10 @@ struct Conv2dJob {
   // False: the job runs in a batch of its own even when others share its key (the engine sets
   // it for jobs big enough that concatenating them along N would cost more than it saves).
   bool batchable = true;
+
+  // Where the job may run (PROTOCOL.md `device`). "auto" takes the engine's device policy at
+  // Submit. Jobs with different requests never share a batch.
+  DeviceRequest device;
 
   absl::Time deadline = absl::InfiniteFuture();  // expired jobs complete DEADLINE_EXCEEDED
   int priority = 0;  // Triton semantics: 1 is the highest level, 0 the default (lowest here)

@@ -303,6 +303,13 @@ struct CachedWeights {
   int64_t bytes;  // plain + reordered
 };
 
+// A registered weight's reordered copy, kept in its PrepackedWeights store.
+struct PrepackedCpuWeights : PrepackedWeights::Copy {
+  PrepackedCpuWeights(Md l, dnnl::memory r) : layout(std::move(l)), reordered(std::move(r)) {}
+  Md layout;
+  dnnl::memory reordered;
+};
+
 }  // namespace
 
 struct CpuBackend::Impl {
@@ -345,6 +352,10 @@ struct CpuBackend::Impl {
   // thread's scratch. `*cached` keeps a cache entry alive while the call uses it.
   dnnl::memory Weights(const PrimitiveSet& set, const Conv2dParams& p, const ConvArgs& args,
                        dnnl::stream& stream, std::shared_ptr<const CachedWeights>* cached);
+  // args.weight in set.weights' layout from args.prepacked, made and stored there at first
+  // use; null when the store's budget refuses the copy.
+  std::shared_ptr<const PrepackedCpuWeights> Prepacked(const PrimitiveSet& set,
+                                                       const ConvArgs& args, dnnl::stream& stream);
 };
 
 std::shared_ptr<const PrimitiveSet> CpuBackend::Impl::Primitives(const Conv2dParams& p, int threads,
@@ -398,6 +409,10 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
                                        std::shared_ptr<const CachedWeights>* cached) {
   const dnnl::memory plain = UserMemory(set.user_weights, engine, args.weight);
   if (!set.weights_reorder.primitive) return plain;
+  if (args.prepacked != nullptr) {
+    // The store lives as long as the job that holds the registered weight, longer than the call.
+    if (auto copy = Prepacked(set, args, stream)) return copy->reordered;
+  }
   const int64_t elements = p.weight_elements();
   const int64_t bytes =
       elements * static_cast<int64_t>(sizeof(float)) + static_cast<int64_t>(set.weights.get_size());
@@ -418,6 +433,34 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
                       std::vector<float>(args.weight, args.weight + elements), reordered, bytes}));
   }
   return reordered;
+}
+
+std::shared_ptr<const PrepackedCpuWeights> CpuBackend::Impl::Prepacked(const PrimitiveSet& set,
+                                                                      const ConvArgs& args,
+                                                                      dnnl::stream& stream) {
+  const auto match = [&](const PrepackedWeights::Copy& copy) {
+    const auto* cpu = dynamic_cast<const PrepackedCpuWeights*>(&copy);
+    return cpu != nullptr && cpu->layout == set.weights;
+  };
+  if (auto copy = args.prepacked->Find(match)) {
+    return std::static_pointer_cast<const PrepackedCpuWeights>(copy);
+  }
+  const dnnl::memory plain = UserMemory(set.user_weights, engine, args.weight);
+  dnnl::memory reordered(set.weights, engine);
+  Execute(set.weights_reorder, engine, stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, reordered}});
+  stream.wait();  // other threads may use the copy as soon as it is stored
+  auto copy = args.prepacked->Add(
+      match, std::make_shared<const PrepackedCpuWeights>(set.weights, reordered),
+      static_cast<int64_t>(set.weights.get_size()));
+  if (copy == nullptr) {
+    if (args.prepacked->refused() == 1) {
+      spdlog::warn("cpu backend: no room in the weights budget for a {}-byte prepacked copy of "
+                   "registered weights; using the weight cache for them",
+                   set.weights.get_size());
+    }
+    return nullptr;
+  }
+  return std::static_pointer_cast<const PrepackedCpuWeights>(copy);
 }
 
 void CpuBackend::Impl::InsertWeights(std::shared_ptr<const CachedWeights> entry) {

@@ -2,7 +2,8 @@
 //
 // Primitives are created once per (geometry with N, thread count) and cached; weights are
 // reordered into oneDNN's preferred layout once per weight_key and kept (LRU, bounded in bytes;
-// a lookup compares the plain bytes, so a hash collision can never return foreign weights);
+// a lookup compares the plain bytes, so a hash collision can never return foreign weights), or,
+// for registered weights, kept in the caller's PrepackedWeights store (no compare, no eviction);
 // temporary buffers (layout reorders, scratchpad) live in per-thread scratch that grows to the
 // largest size seen and is reused, so steady-state calls allocate nothing and touch no fresh pages.
 #pragma once
@@ -14,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/core/conv2d_params.h"
+#include "engine/core/prepacked_weights.h"
 
 namespace sparkle {
 
@@ -25,6 +27,11 @@ struct ConvArgs {
   float* output = nullptr;
   // Identity of `weight`; 0 = none (weights reordered on every call, nothing cached).
   uint64_t weight_key = 0;
+  // Optional: the store of `weight`'s prepacked copies, for weights that are immutable while
+  // the store lives (registered weights, engine/registry). The reordered copy is kept there, not
+  // in the LRU cache: never evicted, and found without comparing the weight bytes. When the
+  // store's budget refuses the copy, the call falls back to the LRU cache (needs weight_key).
+  PrepackedWeights* prepacked = nullptr;
 };
 
 class CpuBackend {

@@ -30,6 +30,15 @@ struct GpuOptions {
   std::string tuning_cache_dir;
   // Use at most this many devices; -1 = all. Range [-1, 64].
   int max_devices = -1;
+  // Host threads per device copying jobs' inputs into pinned staging and outputs back out (one
+  // thread's memcpy is slower than a PCIe 5 link). Range [1, 64].
+  int copy_threads = 4;
+  // Test/demo only, SPARKLE_GPU=emu builds only (ignored elsewhere): OpenGpuDevices configures
+  // the HIP-on-CPU emulator with this many devices of emulated_memory_bytes each (resetting it).
+  // -1 = leave the emulator as it is (HIPEMU_DEVICES / HIPEMU_MEMORY_MB in the environment,
+  // default 0 devices). Range [-1, 64]; memory range [0, 2^46] bytes.
+  int emulated_devices = -1;
+  int64_t emulated_memory_bytes = int64_t{1} << 30;
 };
 
 struct GpuDeviceInfo {

@@ -63,10 +63,11 @@ struct QueueKey {
   uint64_t weight_key = 0;
   uint64_t solo = 0;
   int level = 0;
+  DeviceRequest device;  // jobs asking for different devices never share a batch
 
   bool operator==(const QueueKey& o) const {
     return weight_key == o.weight_key && solo == o.solo && level == o.level &&
-           geometry.SameGeometry(o.geometry);
+           device == o.device && geometry.SameGeometry(o.geometry);
   }
 
   template <typename H>
@@ -74,7 +75,7 @@ struct QueueKey {
     const Conv2dParams& g = key.geometry;
     return H::combine(std::move(h), g.c, g.h, g.w, g.k, g.r, g.s, g.stride_h, g.stride_w, g.pad_h,
                       g.pad_w, g.dilation_h, g.dilation_w, g.groups, g.has_bias, g.layout,
-                      key.weight_key, key.solo, key.level);
+                      key.weight_key, key.solo, key.level, key.device.kind, key.device.gpu);
   }
 };
 
@@ -152,7 +153,7 @@ struct ShapeBatcher::Impl {
   void Push(std::unique_ptr<Conv2dJob> job, int64_t job_bytes, int level)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     QueueKey key{job->params, job->weight_key,
-                 job->weight_key == 0 || !job->batchable ? next_solo++ : 0, level};
+                 job->weight_key == 0 || !job->batchable ? next_solo++ : 0, level, job->device};
     auto [it, inserted] = queues.try_emplace(std::move(key));
     if (inserted) {
       if (spare.empty()) {
@@ -487,7 +488,7 @@ QueueSnapshot ShapeBatcher::Snapshot() const {
   // shapes.
   absl::flat_hash_map<QueueKey, size_t> index;
   for (const Row& row : rows) {
-    auto [it, inserted] = index.try_emplace(QueueKey{row.geometry}, snapshot.queues.size());
+    auto [it, inserted] = index.try_emplace(QueueKey{row.geometry, 0, 0, 0, {}}, snapshot.queues.size());
     if (inserted) snapshot.queues.push_back({row.geometry.ShapeClass(), 0, 0});
     QueueSnapshot::ShapeQueue& q = snapshot.queues[it->second];
     q.jobs += row.jobs;

@@ -1,5 +1,5 @@
 // ShapeBatcher: the dynamic batcher. Jobs wait in per-shape-key queues (key = geometry without N,
-// plus weight_key; weight_key 0 or batchable=false means "batch alone"); consumers take batches formed along N.
+// plus weight_key and the job's device request; weight_key 0 or batchable=false means "batch alone"); consumers take batches formed along N.
 //
 // Admission is bounded in jobs and bytes. A batch is due when its jobs reach max_batch_size (sum
 // of N) or max_batch_bytes, when its oldest job has waited max_queue_delay, or when the batcher

@@ -17,6 +17,7 @@
 #include "client/commands.h"
 #include "client/npy.h"
 #include "client/sparkle_client.h"
+#include "client/status_commands.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"

@@ -97,6 +97,33 @@ TEST(RequestParserTest, RandomByteMutationsNeverCrashAndAcceptedRequestsAreConsi
   EXPECT_GT(accepted, 0);
 }
 
+TEST(RequestParserTest, DeviceParameter) {
+  ModelInferRequest r = ValidRequest();
+  EXPECT_EQ(ParseInferRequest(r, {})->device, DeviceRequest::Auto());  // the default
+  const std::pair<const char*, DeviceRequest> good[] = {{"auto", DeviceRequest::Auto()},
+                                                        {"cpu", DeviceRequest::Cpu()},
+                                                        {"gpu", DeviceRequest::AnyGpu()},
+                                                        {"gpu:0", DeviceRequest::Gpu(0)},
+                                                        {"gpu:12", DeviceRequest::Gpu(12)}};
+  for (const auto& [text, expected] : good) {
+    (*r.mutable_parameters())["device"].set_string_param(text);
+    absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(r, {});
+    // A GPU that may not exist still parses: the engine answers FAILED_PRECONDITION.
+    ASSERT_TRUE(parsed.ok()) << text << ": " << parsed.status();
+    EXPECT_EQ(parsed->device, expected) << text;
+  }
+  for (const char* bad : {"tpu", "GPU", "gpu:", "gpu:x", "gpu:-1", "cuda:0", ""}) {
+    (*r.mutable_parameters())["device"].set_string_param(bad);
+    absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(r, {});
+    ASSERT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(parsed.status().message().find("parameter device must be auto, cpu, gpu"),
+              std::string::npos)
+        << parsed.status();
+  }
+  (*r.mutable_parameters())["device"].set_int64_param(0);
+  EXPECT_EQ(ParseInferRequest(r, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(RequestParserTest, ExtremeShapesAndParametersAreRejectedCleanly) {
   const int64_t values[] = {0,  1,  2,  3,  -1, -(int64_t{1} << 62), int64_t{1} << 31,
                             (int64_t{1} << 31) + 1, int64_t{1} << 62, INT64_MAX, INT64_MIN};

@@ -432,6 +432,44 @@ TEST_F(ServerProcessTest, StatusReportsCountersAndDevices) {
   EXPECT_GT(resp.uptime_seconds(), 0);
 }
 
+TEST_F(ServerProcessTest, GpuRequestWithoutGpuIsFailedPreconditionNamingTheReason) {
+  auto control = sparkle::v1::Control::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  sparkle::v1::GetStatusResponse status;
+  ASSERT_TRUE(control->GetStatus(&ctx, {}, &status).ok());
+  EXPECT_EQ(status.router().policy(), "auto");
+  if (status.devices_size() > 1) {
+    GTEST_SKIP() << "this machine has a GPU (" << status.devices(1).detail()
+                 << "): the no-GPU answer cannot be observed here";
+  }
+  // No GPU: the status says why, and a request naming a GPU gets that reason back.
+  const std::string reason = status.router().gpu_fallback_reason();
+  ASSERT_FALSE(reason.empty());
+  EXPECT_EQ(status.router().crossover_mflop(), 0);
+  EXPECT_EQ(status.router().decisions_gpu(), 0u);
+  EXPECT_EQ(status.devices(0).kind(), "cpu");
+  EXPECT_TRUE(status.devices(0).healthy());
+  EXPECT_EQ(status.devices(0).index(), -1);
+  Case c(Shape(1, 4, 8, 8, 4, 3, 1, 1, 1, true), 78);
+  for (const char* device : {"gpu", "gpu:0", "gpu:7"}) {
+    ModelInferRequest r = c.Request();
+    (*r.mutable_parameters())["device"].set_string_param(device);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(r, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << device;
+    EXPECT_THAT(s.error_message(), HasSubstr(reason)) << device;
+    EXPECT_THAT(s.error_message(), HasSubstr("no GPU")) << device;
+  }
+  for (const char* device : {"cpu", "auto"}) {
+    ModelInferRequest r = c.Request();
+    (*r.mutable_parameters())["device"].set_string_param(device);
+    ModelInferResponse resp;
+    grpc::Status s = Infer(r, &resp);
+    ASSERT_TRUE(s.ok()) << device << ": " << s.error_message();
+    EXPECT_EQ(c.Check(resp), "");
+  }
+}
+
 TEST_F(ServerProcessTest, ThirtyTwoConcurrentClientsWithMixedShapes) {
   const Conv2dParams shapes[] = {
       Shape(1, 16, 32, 32, 16, 3, 1, 1),
@@ -582,7 +620,14 @@ TEST(ServerLifecycleTest, SigtermFinishesAcceptedWorkAndExitsZero) {
       if (statuses[i].ok()) checks[i] = c.Check(resp);
     });
   }
-  absl::SleepFor(absl::Milliseconds(300));  // all six accepted and queued or running
+  // SIGTERM once all six are accepted (queued, running or done), as the daemon counts them.
+  auto control = sparkle::v1::Control::NewStub(channel);
+  for (const absl::Time give_up = absl::Now() + absl::Seconds(30); absl::Now() < give_up;
+       absl::SleepFor(absl::Milliseconds(5))) {
+    grpc::ClientContext ctx;
+    sparkle::v1::GetStatusResponse status;
+    if (control->GetStatus(&ctx, {}, &status).ok() && status.jobs_accepted() >= kClients) break;
+  }
   absl::StatusOr<int> code = (*d)->Stop(SIGTERM);
   for (auto& t : clients) t.join();
   ASSERT_TRUE(code.ok()) << code.status();

@@ -16,11 +16,15 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     const std::string& binary, const std::vector<std::string>& args, absl::Duration timeout) {
   std::vector<std::string> argv_storage = {binary};
   bool has_listen = false;
+  bool has_metrics = false;
   for (const std::string& a : args) {
     has_listen |= absl::StartsWith(a, "--listen");
+    has_metrics |= absl::StartsWith(a, "--metrics_address");
     argv_storage.push_back(a);
   }
   if (!has_listen) argv_storage.push_back("--listen=127.0.0.1:0");
+  // Daemons started side by side must not compete for the default metrics port 8002.
+  if (!has_metrics) argv_storage.push_back("--metrics_address=127.0.0.1:0");
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -18,8 +18,9 @@ namespace sparkle::testing {
 
 class DaemonProcess {
  public:
-  // Starts `binary` with `args` (plus --listen=127.0.0.1:0 unless args set --listen) and waits
-  // up to `timeout` for it to log its address.
+  // Starts `binary` with `args` (plus --listen=127.0.0.1:0 unless args set --listen, and
+  // --metrics_address=127.0.0.1:0 unless args set it) and waits up to `timeout` for it to log
+  // its address.
   static absl::StatusOr<std::unique_ptr<DaemonProcess>> Start(
       const std::string& binary, const std::vector<std::string>& args,
       absl::Duration timeout = absl::Seconds(30));

@@ -1,0 +1,72 @@
+// WeightUpload: one weight tensor arriving in chunks (e.g. a client-streaming RPC), hashed as it
+// comes. Begin validates the header and reserves the tensor's bytes in the registry's budget
+// before anything is allocated; Append checks that no more than the declared bytes arrive;
+// Digest checks that all of them did. Dropping an upload that was not made into a
+// RegisteredWeight registers nothing and returns its reservation.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "engine/core/memory_budget.h"
+#include "engine/registry/registered_weight.h"
+
+namespace sparkle {
+
+struct WeightHeader {
+  std::string label;           // free text for operators, at most 1024 bytes
+  std::vector<int64_t> shape;  // [K, C/groups, R, S], each in [1, 2^31]
+  std::string datatype = "FP32";
+  std::vector<float> bias;     // empty (none) or K values
+};
+
+class WeightUpload {
+ public:
+  // INVALID_ARGUMENT for a bad header (rank, dims, datatype other than FP32, bias size, label
+  // length); RESOURCE_EXHAUSTED (naming --`budget_flag`) when the bytes do not fit in `budget`.
+  static absl::StatusOr<std::unique_ptr<WeightUpload>> Begin(WeightHeader header,
+                                                             std::shared_ptr<MemoryBudget> budget,
+                                                             absl::string_view budget_flag);
+  ~WeightUpload();
+  WeightUpload(const WeightUpload&) = delete;
+  WeightUpload& operator=(const WeightUpload&) = delete;
+
+  // The next slice of the weight bytes (little-endian FP32, row-major), any size.
+  // INVALID_ARGUMENT when it would go past the declared size.
+  absl::Status Append(absl::string_view bytes);
+
+  // The content id, "sha256:" + 64 lowercase hex digits, over a version tag, the shape, the bias
+  // and the weight bytes (the label is not part of it). INVALID_ARGUMENT while bytes are
+  // missing. Idempotent.
+  absl::StatusOr<std::string> Digest();
+
+  // Makes the registered tensor (after Digest succeeded), handing it this upload's bytes and
+  // reservation; the upload is empty afterwards.
+  std::shared_ptr<RegisteredWeight> Build(uint64_t weight_key, absl::Time registered_at);
+
+  const WeightHeader& header() const { return header_; }
+  int64_t total_bytes() const { return weight_bytes_; }  // declared weight bytes
+  int64_t received_bytes() const { return received_; }
+
+ private:
+  struct Hasher;
+  WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget, int64_t reserved);
+
+  WeightHeader header_;
+  std::shared_ptr<MemoryBudget> budget_;
+  int64_t reserved_;  // weight + bias bytes held in budget_ until Build or destruction
+  int64_t weight_bytes_;
+  int64_t received_ = 0;
+  AlignedFloats weight_;
+  std::unique_ptr<Hasher> hasher_;
+  std::string id_;  // set by Digest
+};
+
+}  // namespace sparkle

@@ -1,0 +1,64 @@
+// InferenceStats: Triton-style cumulative statistics of the conv2d model (what
+// `ModelStatistics` returns and `sparklectl stats` prints), recorded per completed request from
+// the same RequestOutcome as the Prometheus metrics.
+//
+// Mapping to Triton's InferStatistics (durations summed over requests, in ns):
+//   success / fail   received → response ready, by outcome
+//   queue            the `queue` stage (ShapeBatcher)
+//   compute_input    CPU: batch_formation (worker pickup, input gather); GPU: h2d
+//   compute_infer    compute
+//   compute_output   CPU: output (scatter of a batch's output); GPU: d2h
+// Stage statistics count successful requests only. Per batch size (N of the executed batch),
+// `executions` counts executed batches: each request of n samples in a batch of N adds n/N of
+// an execution, so whole batches give whole counts (see BatchSizes()).
+//
+// Thread-safe: Record takes one mutex for a handful of additions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/request_outcome.h"
+
+namespace sparkle {
+
+class InferenceStats {
+ public:
+  struct Duration {
+    uint64_t count = 0;
+    uint64_t ns = 0;
+  };
+  struct BatchSize {
+    int64_t batch_size = 0;   // N of the executed batch
+    uint64_t executions = 0;  // executed batches of that N (completed ones)
+    Duration compute_input, compute_infer, compute_output;  // per execution
+  };
+  struct Snapshot {
+    Duration success, fail, queue, compute_input, compute_infer, compute_output;
+    uint64_t inference_count = 0;                   // samples (sum of N) of successful requests
+    uint64_t execution_count = 0;                   // executed batches with a successful request
+    absl::Time last_inference = absl::UnixEpoch();  // when the last request completed
+    std::vector<BatchSize> batch_sizes;             // ascending batch_size
+  };
+
+  void Record(const RequestOutcome& outcome);
+  Snapshot Get() const;
+
+ private:
+  // Per batch size, summed per request and scaled by n/N at read time.
+  struct BatchAccum {
+    uint64_t samples = 0;         // sum of request n
+    double input_ns_samples = 0;  // sum of duration_ns * n
+    double infer_ns_samples = 0;
+    double output_ns_samples = 0;
+  };
+
+  mutable absl::Mutex mu_;
+  Snapshot totals_ ABSL_GUARDED_BY(mu_);  // batch_sizes and execution_count unused here
+  std::map<int64_t, BatchAccum> batches_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sparkle

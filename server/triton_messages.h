@@ -1,0 +1,20 @@
+// Triton's ModelConfig and ModelStatistics messages for the conv2d model, built from the
+// engine's options and InferenceStats. Only the fields that mean something here are filled.
+#pragma once
+
+#include "engine/engine.h"
+#include "inference/grpc_predict_v2.pb.h"
+#include "server/inference_stats.h"
+
+namespace sparkle {
+
+// name conv2d, platform sparkle_conv2d, backend sparkle; max_batch_size 0 (N is the first
+// dimension of every tensor and the server batches along it itself); inputs input, weight
+// (FP32, 4 dims of -1) and the optional bias (FP32, [-1]); output (FP32, 4 dims of -1);
+// dynamic_batching with the batcher's delay, largest batch and priority levels; one CPU
+// instance group with the compute threads, and one KIND_GPU group per GPU the engine opened.
+void FillModelConfig(const Engine& engine, inference::ModelConfig* config);
+
+void FillModelStatistics(const InferenceStats::Snapshot& stats, inference::ModelStatistics* out);
+
+}  // namespace sparkle

@@ -1,0 +1,478 @@
+// ConvKernels against the oracle (Conv2dRef) on the shared shape table: every implementation
+// and tile config forced on every shape it supports, both layouts, bias on and off; the tuned
+// path; Supports() reasons; the tuning cache across instances. Built in the GPU modes; in
+// SPARKLE_GPU=emu the kernels run on the CPU emulator (timing there is meaningless, the logic
+// is not).
+#include "engine/hip/conv_kernels.h"
+
+#include <hip/hip_runtime.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <ostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/cpu/conv2d_ref.h"
+#include "gtest/gtest.h"
+#include "tests/testing/gpu_test_env.h"
+#include "tests/testing/shape_table.h"
+
+#if defined(__HIP_PLATFORM_HIPEMU__)
+#include "hip_emu_control.h"
+#endif
+
+namespace sparkle::testing {
+// How gtest prints a shape parameter (ctest's test names): its name and geometry.
+void PrintTo(const NamedShape& shape, std::ostream* os) {
+  *os << shape.name << " " << shape.params.ToString();
+}
+}  // namespace sparkle::testing
+
+namespace sparkle::hip {
+namespace {
+
+namespace fs = std::filesystem;
+using ::sparkle::testing::NamedShape;
+
+constexpr double kMaxRelativeError = 1e-5;
+
+#define HIP_ASSERT_OK(expr)                                                   \
+  do {                                                                        \
+    const hipError_t hip_assert_e_ = (expr);                                  \
+    ASSERT_EQ(hip_assert_e_, hipSuccess) << #expr << ": "                     \
+                                         << hipGetErrorName(hip_assert_e_);   \
+  } while (0)
+
+// The shapes the kernels are checked on: the shared table, with the biggest layers reduced where
+// the CPU emulator would take too long (every implementation runs every shape it supports,
+// ~10 per shape, and the implicit GEMM pays for the whole C·R·S of a grouped layer per group).
+// First the spatial size is halved (down to 8), then, for the ResNet 7×7 layers, the channels.
+// Kernel, stride, padding, dilation, groups and layout stay, so every shape class is still
+// covered; a real GPU runs the full table, and so does the emulator with
+// SPARKLE_EMU_FULL_TABLE=1 (minutes instead of seconds).
+std::vector<NamedShape> GpuShapeTable() {
+  std::vector<NamedShape> shapes = ::sparkle::testing::ShapeTable();
+#if defined(__HIP_PLATFORM_HIPEMU__)
+  const char* full = std::getenv("SPARKLE_EMU_FULL_TABLE");
+  if (full != nullptr && std::string(full) == "1") return shapes;
+  constexpr double kMaxDenseMacs = 8e6;
+  auto dense_macs = [](const Conv2dParams& p) {
+    return static_cast<double>(p.n) * p.k * p.p() * p.q() * p.c * p.r * p.s;
+  };
+  for (NamedShape& shape : shapes) {
+    Conv2dParams& p = shape.params;
+    bool reduced = false;
+    while (dense_macs(p) > kMaxDenseMacs) {
+      Conv2dParams smaller = p;
+      if (p.h > 8 && p.w > 8) {
+        smaller.h = std::max<int64_t>(8, p.h / 2);
+        smaller.w = std::max<int64_t>(8, p.w / 2);
+      } else if (p.groups == 1 && p.c % 2 == 0 && p.k % 2 == 0) {
+        smaller.c = p.c / 2;
+        smaller.k = p.k / 2;
+      } else {
+        break;
+      }
+      if (!smaller.Validate().ok()) break;
+      p = smaller;
+      reduced = true;
+    }
+    if (reduced) shape.name += "_emu_reduced";
+  }
+#endif
+  return shapes;
+}
+
+// The same shape in the other layout with the bias flipped.
+NamedShape Mirror(NamedShape shape) {
+  shape.params.layout =
+      shape.params.layout == Layout::kNCHW ? Layout::kNHWC : Layout::kNCHW;
+  shape.params.has_bias = !shape.params.has_bias;
+  shape.name += "_mirror";
+  return shape;
+}
+
+std::vector<NamedShape> TestShapes() {
+  std::vector<NamedShape> shapes;
+  for (const NamedShape& shape : GpuShapeTable()) {
+    shapes.push_back(shape);
+    shapes.push_back(Mirror(shape));
+  }
+  return shapes;
+}
+
+// A device buffer freed at scope exit.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  ~DeviceBuffer() {
+    if (ptr_ != nullptr) (void)hipFree(ptr_);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  hipError_t Upload(const std::vector<float>& host) {
+    hipError_t e = hipMalloc(&ptr_, std::max<size_t>(1, host.size()) * sizeof(float));
+    if (e != hipSuccess || host.empty()) return e;
+    return hipMemcpy(ptr_, host.data(), host.size() * sizeof(float), hipMemcpyHostToDevice);
+  }
+  // Filled with NaN (all bits set), so a skipped output element cannot pass.
+  hipError_t AllocateNaN(size_t count) {
+    hipError_t e = hipMalloc(&ptr_, count * sizeof(float));
+    if (e != hipSuccess) return e;
+    return hipMemset(ptr_, 0xff, count * sizeof(float));
+  }
+  float* get() const { return ptr_; }
+
+ private:
+  float* ptr_ = nullptr;
+};
+
+class ConvKernelsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+#if defined(__HIP_PLATFORM_HIPEMU__)
+    hipemu::Config config;
+    config.device_count = 1;
+    config.memory_bytes = int64_t{4} << 30;
+    hipemu::Configure(config);
+#endif
+    int count = 0;
+    const hipError_t e = hipGetDeviceCount(&count);
+    if (e != hipSuccess || count <= 0) {
+      SPARKLE_SKIP_OR_FAIL_WITHOUT_GPU(std::string("hipGetDeviceCount: ") + hipGetErrorName(e));
+    }
+    HIP_ASSERT_OK(hipSetDevice(0));
+    HIP_ASSERT_OK(hipStreamCreate(&stream_));
+  }
+  void TearDown() override {
+    if (stream_ != nullptr) (void)hipStreamDestroy(stream_);
+  }
+
+  // One convolution's random data, its expected output (Conv2dRef) and device buffers,
+  // prepared once and run through any number of implementations.
+  struct Problem {
+    Conv2dParams p;
+    std::vector<float> expected;
+    DeviceBuffer input, weight, bias, output;
+  };
+  void Prepare(const Conv2dParams& p, Problem* problem) {
+    problem->p = p;
+    const std::vector<float> input = ::sparkle::testing::RandomFloats(p.input_elements(), 1);
+    const std::vector<float> weight = ::sparkle::testing::RandomFloats(p.weight_elements(), 2);
+    const std::vector<float> bias = ::sparkle::testing::RandomFloats(p.bias_elements(), 3);
+    problem->expected.resize(p.output_elements());
+    Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
+              problem->expected.data());
+    HIP_ASSERT_OK(problem->input.Upload(input));
+    HIP_ASSERT_OK(problem->weight.Upload(weight));
+    HIP_ASSERT_OK(problem->bias.Upload(bias));
+    HIP_ASSERT_OK(problem->output.AllocateNaN(problem->expected.size()));
+  }
+
+  // Runs the problem through `kernels` (the output is NaN-filled first); on return *error is
+  // the relative L2 error against Conv2dRef.
+  void RunAndCompare(ConvKernels& kernels, const Problem& problem, double* error) {
+    *error = std::numeric_limits<double>::infinity();
+    const Conv2dParams& p = problem.p;
+    const size_t count = problem.expected.size();
+    HIP_ASSERT_OK(hipMemset(problem.output.get(), 0xff, count * sizeof(float)));
+    const DevConvArgs args{problem.input.get(), problem.weight.get(),
+                           p.has_bias ? problem.bias.get() : nullptr, problem.output.get()};
+    HIP_ASSERT_OK(kernels.Launch(p, args, stream_));
+    HIP_ASSERT_OK(hipStreamSynchronize(stream_));
+    std::vector<float> actual(count);
+    HIP_ASSERT_OK(hipMemcpy(actual.data(), problem.output.get(), count * sizeof(float),
+                            hipMemcpyDeviceToHost));
+    *error = ::sparkle::testing::RelativeL2Error(actual.data(), problem.expected.data(),
+                                                   static_cast<int64_t>(count));
+  }
+  void RunAndCompare(ConvKernels& kernels, const Conv2dParams& p, double* error) {
+    Problem problem;
+    ASSERT_NO_FATAL_FAILURE(Prepare(p, &problem));
+    RunAndCompare(kernels, problem, error);
+  }
+
+  hipStream_t stream_ = nullptr;
+};
+
+class ConvKernelsShapeTest : public ConvKernelsTest,
+                             public ::testing::WithParamInterface<NamedShape> {};
+
+// Every implementation and tile config, forced, on every shape it supports.
+TEST_P(ConvKernelsShapeTest, EveryImplementationMatchesTheReference) {
+  const Conv2dParams& p = GetParam().params;
+  ASSERT_TRUE(p.Validate().ok()) << p.Validate();
+  ConvKernels kernels(0, "test-device", "");
+  ASSERT_EQ(kernels.Supports(p), "");
+  Problem problem;
+  ASSERT_NO_FATAL_FAILURE(Prepare(p, &problem));
+  int ran = 0;
+  for (const std::string& name : kernels.ImplementationNames()) {
+    if (!kernels.ImplementationSupports(name, p).empty()) continue;
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(kernels.ForceImplementation(name));
+    EXPECT_EQ(kernels.Chosen(p), name);
+    double error;
+    ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, problem, &error));
+    EXPECT_LT(error, kMaxRelativeError) << p.ToString();
+    ++ran;
+  }
+  EXPECT_GE(ran, 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(ShapeTable, ConvKernelsShapeTest, ::testing::ValuesIn(TestShapes()),
+                         [](const ::testing::TestParamInfo<NamedShape>& info) {
+                           return info.param.name;
+                         });
+
+// The tuned path (no implementation forced) on one shape of each class: the choice is one of the
+// implementations that support the shape, and its result is right.
+TEST_F(ConvKernelsTest, TheTunedChoiceMatchesTheReference) {
+  const std::vector<std::string> names = {
+      "small_3x3_nhwc",        "pointwise_b3_9x8_bias", "depthwise_s2_bias",
+      "grouped_g4_bias_nhwc",  "odd_sizes_s2_bias",     "image_1x1_kernel_3x3_pad_1",
+      "wino_odd_13x9_bias_nhwc"};
+  int checked = 0;
+  for (const NamedShape& shape : ::sparkle::testing::ShapeTable()) {
+    if (std::find(names.begin(), names.end(), shape.name) == names.end()) continue;
+    SCOPED_TRACE(shape.name);
+    const Conv2dParams& p = shape.params;
+    ConvKernels kernels(0, "test-device", "");
+    kernels.set_tuning_runs(1);
+    EXPECT_EQ(kernels.Chosen(p), "");
+    double error;
+    ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p, &error));
+    EXPECT_LT(error, kMaxRelativeError) << "tuned: " << kernels.Chosen(p);
+    ASSERT_NE(kernels.Chosen(p), "");
+    EXPECT_EQ(kernels.ImplementationSupports(kernels.Chosen(p), p), "");
+    ++checked;
+  }
+  EXPECT_EQ(checked, static_cast<int>(names.size()));
+}
+
+// Two threads, each with its own stream, tuning and launching through one ConvKernels (and so
+// one cache file): every result is right and each shape ends up with one choice on disk.
+TEST_F(ConvKernelsTest, ConcurrentLaunchesShareOneCache) {
+  const fs::path dir = fs::temp_directory_path() / ("conv_kernels_test_mt_" +
+                                                    std::to_string(getpid()));
+  fs::remove_all(dir);
+  ConvKernels kernels(0, "test device", dir.string());
+  kernels.set_tuning_runs(1);
+  std::vector<Conv2dParams> shapes;
+  for (const NamedShape& shape : ::sparkle::testing::ShapeTable()) {
+    if (shape.params.flops() < 2e6) shapes.push_back(shape.params);
+  }
+  ASSERT_GE(shapes.size(), 4u);
+  auto worker = [&](int first, std::vector<double>* errors) {
+    hipStream_t stream = nullptr;
+    if (hipStreamCreate(&stream) != hipSuccess) return;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const Conv2dParams& p = shapes[(first + i) % shapes.size()];
+      const std::vector<float> input = ::sparkle::testing::RandomFloats(p.input_elements(), 1);
+      const std::vector<float> weight = ::sparkle::testing::RandomFloats(p.weight_elements(), 2);
+      const std::vector<float> bias = ::sparkle::testing::RandomFloats(p.bias_elements(), 3);
+      std::vector<float> expected(p.output_elements()), actual(p.output_elements());
+      Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
+                expected.data());
+      DeviceBuffer d_input, d_weight, d_bias, d_output;
+      double error = std::numeric_limits<double>::infinity();
+      if (d_input.Upload(input) == hipSuccess && d_weight.Upload(weight) == hipSuccess &&
+          d_bias.Upload(bias) == hipSuccess && d_output.AllocateNaN(actual.size()) == hipSuccess &&
+          kernels.Launch(p,
+                         {d_input.get(), d_weight.get(), p.has_bias ? d_bias.get() : nullptr,
+                          d_output.get()},
+                         stream) == hipSuccess &&
+          hipStreamSynchronize(stream) == hipSuccess &&
+          hipMemcpy(actual.data(), d_output.get(), actual.size() * sizeof(float),
+                    hipMemcpyDeviceToHost) == hipSuccess) {
+        error = ::sparkle::testing::RelativeL2Error(actual.data(), expected.data(),
+                                                      static_cast<int64_t>(actual.size()));
+      }
+      errors->push_back(error);
+    }
+    (void)hipStreamDestroy(stream);
+  };
+  std::vector<double> errors_a, errors_b;
+  std::thread a(worker, 0, &errors_a);
+  std::thread b(worker, static_cast<int>(shapes.size() / 2), &errors_b);
+  a.join();
+  b.join();
+  ASSERT_EQ(errors_a.size(), shapes.size());
+  ASSERT_EQ(errors_b.size(), shapes.size());
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    EXPECT_LT(errors_a[i], kMaxRelativeError) << i;
+    EXPECT_LT(errors_b[i], kMaxRelativeError) << i;
+  }
+  ConvKernels reloaded(0, "test device", dir.string());
+  EXPECT_TRUE(reloaded.tuning_cache().load_status().ok());
+  for (const Conv2dParams& p : shapes) {
+    EXPECT_EQ(reloaded.Chosen(p), kernels.Chosen(p)) << p.ToString();
+    EXPECT_NE(reloaded.Chosen(p), "") << p.ToString();
+  }
+  fs::remove_all(dir);
+}
+
+// Each implementation meets at least one shape of the table in each layout, so none of them
+// goes unchecked by the test above.
+TEST_F(ConvKernelsTest, TheTableCoversEveryImplementationInBothLayouts) {
+  ConvKernels kernels(0, "test-device", "");
+  for (const std::string& name : kernels.ImplementationNames()) {
+    if (name.rfind("cudnn", 0) == 0) continue;  // supports every shape the kernels do
+    for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      int shapes = 0;
+      for (const NamedShape& shape : TestShapes()) {
+        if (shape.params.layout == layout &&
+            kernels.ImplementationSupports(name, shape.params).empty()) {
+          ++shapes;
+        }
+      }
+      EXPECT_GE(shapes, 2) << name << " " << LayoutName(layout);
+    }
+  }
+}
+
+TEST_F(ConvKernelsTest, SupportsExplainsEveryRefusal) {
+  ConvKernels kernels(0, "test-device", "");
+  // 2^32 input elements: beyond the kernels' 32-bit indexing.
+  Conv2dParams huge{.n = 1, .c = 65536, .h = 65536, .w = 1, .k = 1};
+  ASSERT_TRUE(huge.Validate().ok());
+  const std::string reasons = kernels.Supports(huge);
+  for (const std::string& name : kernels.ImplementationNames()) {
+    EXPECT_NE(reasons.find(name + ": "), std::string::npos) << name << " in " << reasons;
+  }
+  EXPECT_NE(reasons.find("2^31"), std::string::npos) << reasons;
+  EXPECT_NE(reasons.find("needs groups == C"), std::string::npos) << reasons;
+
+  Conv2dParams invalid{.c = 3, .k = 4, .groups = 2};
+  EXPECT_NE(kernels.Supports(invalid).find("groups"), std::string::npos);
+
+  // Per implementation.
+  Conv2dParams conv3x3{.c = 8, .h = 8, .w = 8, .k = 8, .r = 3, .s = 3};
+  EXPECT_EQ(kernels.ImplementationSupports("igemm_3x3s1_64x64x8_t4x4", conv3x3), "");
+  EXPECT_EQ(kernels.ImplementationSupports("igemm_general_64x64x8_t4x4", conv3x3), "");
+  EXPECT_NE(kernels.ImplementationSupports("igemm_1x1_64x64x8_t4x4", conv3x3)
+                .find("1x1 kernel"),
+            std::string::npos);
+  EXPECT_NE(kernels.ImplementationSupports("depthwise_3x3", conv3x3).find("groups == C"),
+            std::string::npos);
+  Conv2dParams strided = conv3x3;
+  strided.stride_h = 2;
+  EXPECT_NE(kernels.ImplementationSupports("igemm_3x3s1_64x64x8_t4x4", strided).find("stride"),
+            std::string::npos);
+  EXPECT_NE(kernels.ImplementationSupports("no_such_kernel", conv3x3).find("unknown"),
+            std::string::npos);
+  EXPECT_FALSE(kernels.ForceImplementation("no_such_kernel"));
+
+  // A forced implementation refuses a shape it does not support (nothing is launched).
+  ASSERT_TRUE(kernels.ForceImplementation("depthwise_3x3"));
+  const DevConvArgs none{nullptr, nullptr, nullptr, nullptr};
+  EXPECT_EQ(kernels.Launch(conv3x3, none, stream_), hipErrorInvalidValue);
+  ASSERT_TRUE(kernels.ForceImplementation(""));
+  EXPECT_EQ(kernels.Launch(huge, none, stream_), hipErrorInvalidValue);
+  EXPECT_EQ(kernels.Launch(invalid, none, stream_), hipErrorInvalidValue);
+}
+
+class ConvKernelsCacheTest : public ConvKernelsTest {
+ protected:
+  void SetUp() override {
+    ConvKernelsTest::SetUp();
+    dir_ = fs::temp_directory_path() /
+           ("conv_kernels_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+  }
+  void TearDown() override {
+    fs::remove_all(dir_);
+    ConvKernelsTest::TearDown();
+  }
+  std::string FileText() {
+    std::ifstream in(dir_ / TuningCache::FileName(kDevice));
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+  static constexpr char kDevice[] = "test device";
+  // Small, and supported by ten implementations (3x3s1 and general tiles).
+  const Conv2dParams p_{.n = 1, .c = 16, .h = 12, .w = 12, .k = 16, .r = 3, .s = 3,
+                        .pad_h = 1, .pad_w = 1, .has_bias = true};
+  fs::path dir_;
+};
+
+TEST_F(ConvKernelsCacheTest, TheChoiceIsWrittenAndReloadedByANewInstance) {
+  std::string chosen;
+  {
+    ConvKernels kernels(0, kDevice, dir_.string());
+    kernels.set_tuning_runs(1);
+    EXPECT_EQ(kernels.Chosen(p_), "");
+    double error;
+    ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
+    EXPECT_LT(error, kMaxRelativeError);
+    chosen = kernels.Chosen(p_);
+    ASSERT_NE(chosen, "");
+    EXPECT_EQ(kernels.ImplementationSupports(chosen, p_), "");
+  }
+  const std::string text = FileText();
+  EXPECT_EQ(text.rfind("sparkle-conv-tuning 1\ndevice test device\n" + chosen + "\t", 0), 0u)
+      << text;
+  EXPECT_NE(text.find("\t" + p_.ToString() + "\n"), std::string::npos) << text;
+
+  ConvKernels reloaded(0, kDevice, dir_.string());
+  EXPECT_TRUE(reloaded.tuning_cache().load_status().ok());
+  EXPECT_EQ(reloaded.Chosen(p_), chosen);  // before any launch
+#if defined(__HIP_PLATFORM_HIPEMU__)
+  const int64_t launches_before = hipemu::GetCounters(0).kernel_launches;
+#endif
+  double error;
+  ASSERT_NO_FATAL_FAILURE(RunAndCompare(reloaded, p_, &error));
+  EXPECT_LT(error, kMaxRelativeError);
+#if defined(__HIP_PLATFORM_HIPEMU__)
+  // One launch: the reloaded choice was used, nothing was tuned again.
+  EXPECT_EQ(hipemu::GetCounters(0).kernel_launches - launches_before, 1);
+#endif
+
+  // Another device model does not see this device's choices.
+  ConvKernels other(0, "another device", dir_.string());
+  EXPECT_EQ(other.Chosen(p_), "");
+}
+
+TEST_F(ConvKernelsCacheTest, ACorruptFileIsIgnoredAndReplaced) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ / TuningCache::FileName(kDevice)) << "\x7f" "ELF garbage\n\n\t\t\n";
+  ConvKernels kernels(0, kDevice, dir_.string());
+  EXPECT_FALSE(kernels.tuning_cache().load_status().ok());
+  EXPECT_EQ(kernels.Chosen(p_), "");
+  kernels.set_tuning_runs(1);
+  double error;
+  ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
+  EXPECT_LT(error, kMaxRelativeError);
+  ASSERT_NE(kernels.Chosen(p_), "");
+
+  ConvKernels reloaded(0, kDevice, dir_.string());
+  EXPECT_TRUE(reloaded.tuning_cache().load_status().ok());
+  EXPECT_EQ(reloaded.Chosen(p_), kernels.Chosen(p_));
+}
+
+TEST_F(ConvKernelsCacheTest, AnEntryNamingAnUnknownImplementationIsTunedAgain) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ / TuningCache::FileName(kDevice))
+      << "sparkle-conv-tuning 1\ndevice " << kDevice << "\nkernel_of_another_build\t1\t"
+      << p_.ToString() << "\n";
+  ConvKernels kernels(0, kDevice, dir_.string());
+  kernels.set_tuning_runs(1);
+  EXPECT_EQ(kernels.Chosen(p_), "kernel_of_another_build");
+  double error;
+  ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
+  EXPECT_LT(error, kMaxRelativeError);
+  EXPECT_EQ(kernels.ImplementationSupports(kernels.Chosen(p_), p_), "");
+}
+
+}  // namespace
+}  // namespace sparkle::hip

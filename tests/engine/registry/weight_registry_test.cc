@@ -1,0 +1,325 @@
+#include "engine/registry/weight_registry.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace sparkle {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::MatchesRegex;
+
+std::vector<float> Ramp(int64_t n, float start = 0.5f) {
+  std::vector<float> v(n);
+  for (int64_t i = 0; i < n; ++i) v[i] = start + 0.25f * static_cast<float>(i);
+  return v;
+}
+
+WeightHeader Header(std::vector<int64_t> shape, std::vector<float> bias = {},
+                    std::string label = "") {
+  WeightHeader h;
+  h.shape = std::move(shape);
+  h.bias = std::move(bias);
+  h.label = std::move(label);
+  return h;
+}
+
+std::unique_ptr<WeightRegistry> MakeRegistry(int64_t budget = int64_t{1} << 30,
+                                             std::string dir = "") {
+  WeightRegistry::Options o;
+  o.budget_bytes = budget;
+  o.dir = std::move(dir);
+  auto r = WeightRegistry::Create(o);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return *std::move(r);
+}
+
+absl::string_view AsBytes(const std::vector<float>& v) {
+  return absl::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float));
+}
+
+TEST(WeightRegistryTest, SameBytesGiveSameIdAndRegisterOnce) {
+  auto registry = MakeRegistry();
+  const auto w = Ramp(2 * 3 * 3 * 3);
+  auto a = registry->Register(Header({2, 3, 3, 3}, {}, "first"), w);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_FALSE(a->already_registered);
+  EXPECT_THAT(a->weight->id(), MatchesRegex("sha256:[0-9a-f]{64}"));
+  auto b = registry->Register(Header({2, 3, 3, 3}, {}, "another label"), w);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_TRUE(b->already_registered);
+  EXPECT_EQ(a->weight->id(), b->weight->id());
+  EXPECT_EQ(b->weight->label(), "first");  // nothing changed
+  EXPECT_EQ(registry->List().size(), 1u);
+  EXPECT_EQ(registry->snapshot().weights, 1);
+  EXPECT_EQ(registry->snapshot().bytes, 2 * 3 * 3 * 3 * 4);
+}
+
+TEST(WeightRegistryTest, IdIsTheSha256OfTheDocumentedLayout) {
+  // Computed independently (Python hashlib) over: "sparkle.weights.v1\0", the four dims as
+  // little-endian int64, a has-bias byte, the bias bytes, the weight bytes.
+  auto registry = MakeRegistry();
+  auto r = registry->Register(Header({2, 1, 1, 1}, {0.5f, -1.0f}), std::vector<float>{1.f, 2.f});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->weight->id(),
+            "sha256:bbe41fba106181cb5d86890d3b773c455c4420eb7d29ce54956aabe79e00f51e");
+}
+
+TEST(WeightRegistryTest, IdCoversShapeBiasAndBytes) {
+  auto registry = MakeRegistry();
+  const auto w = Ramp(12);
+  auto base = registry->Register(Header({2, 6, 1, 1}), w);
+  auto reshaped = registry->Register(Header({6, 2, 1, 1}), w);
+  auto with_bias = registry->Register(Header({2, 6, 1, 1}, {1.f, 2.f}), w);
+  auto other_bias = registry->Register(Header({2, 6, 1, 1}, {1.f, 3.f}), w);
+  auto other_bytes = registry->Register(Header({2, 6, 1, 1}), Ramp(12, 0.75f));
+  for (const auto* r : {&base, &reshaped, &with_bias, &other_bias, &other_bytes}) {
+    ASSERT_TRUE(r->ok()) << r->status();
+    EXPECT_FALSE((*r)->already_registered);
+  }
+  std::set<std::string> ids;
+  std::set<uint64_t> keys;
+  for (const auto& e : registry->List()) {
+    ids.insert(e->id());
+    keys.insert(e->weight_key());
+    EXPECT_NE(e->weight_key(), 0u);
+    EXPECT_EQ(e->weight_key() % 2, 0u);  // even: never an inline-weights hash (odd)
+  }
+  EXPECT_EQ(ids.size(), 5u);
+  EXPECT_EQ(keys.size(), 5u);
+  EXPECT_TRUE(with_bias->weight->has_bias());
+  EXPECT_EQ(with_bias->weight->bias()[1], 2.f);
+  EXPECT_EQ(base->weight->bias(), nullptr);
+}
+
+TEST(WeightRegistryTest, ChunkedUploadMatchesOneShotAndIsAligned) {
+  auto registry = MakeRegistry();
+  const auto w = Ramp(4 * 5 * 3 * 3);
+  auto whole = registry->Register(Header({4, 5, 3, 3}), w);
+  ASSERT_TRUE(whole.ok());
+  auto second = MakeRegistry();
+  auto upload = second->BeginUpload(Header({4, 5, 3, 3}));
+  ASSERT_TRUE(upload.ok()) << upload.status();
+  const absl::string_view bytes = AsBytes(w);
+  for (size_t pos = 0, step = 1; pos < bytes.size(); pos += step, step = step * 2 + 1) {
+    ASSERT_TRUE((*upload)->Append(bytes.substr(pos, step)).ok());
+  }
+  ASSERT_TRUE((*upload)->Append("").ok());
+  auto chunked = second->Finish(*std::move(upload));
+  ASSERT_TRUE(chunked.ok()) << chunked.status();
+  EXPECT_EQ((*whole).weight->id(), (*chunked).weight->id());
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(chunked->weight->weight()) % 64, 0u);
+  EXPECT_EQ(std::vector<float>(chunked->weight->weight(), chunked->weight->weight() + w.size()), w);
+}
+
+TEST(WeightRegistryTest, BadHeadersAreInvalidArgument) {
+  auto registry = MakeRegistry();
+  auto expect_invalid = [&](WeightHeader h, absl::string_view what) {
+    auto upload = registry->BeginUpload(std::move(h));
+    EXPECT_EQ(upload.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_THAT(upload.status().message(), HasSubstr(what));
+  };
+  expect_invalid(Header({2, 3, 3}), "rank 4");
+  expect_invalid(Header({2, 0, 3, 3}), "outside [1, 2^31]");
+  expect_invalid(Header({2, -1, 3, 3}), "outside [1, 2^31]");
+  expect_invalid(Header({2, 3, 3, 3}, {1.f}), "bias has 1 values");
+  WeightHeader fp16 = Header({1, 1, 1, 1});
+  fp16.datatype = "FP16";
+  expect_invalid(fp16, "FP32");
+  expect_invalid(Header({1, 1, 1, 1}, {}, std::string(2000, 'x')), "label");
+  EXPECT_EQ(registry->snapshot().bytes, 0);
+}
+
+TEST(WeightRegistryTest, TooManyOrTooFewBytesAreInvalidArgumentAndRegisterNothing) {
+  auto registry = MakeRegistry();
+  const auto w = Ramp(8);
+  {
+    auto upload = registry->BeginUpload(Header({2, 4, 1, 1}));
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append(AsBytes(w).substr(0, 20)).ok());
+    absl::Status s = (*upload)->Append(AsBytes(w));  // 20 + 32 > 32
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(), HasSubstr("longer"));
+  }
+  {
+    auto upload = registry->BeginUpload(Header({2, 4, 1, 1}));
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append(AsBytes(w).substr(0, 31)).ok());
+    auto finished = registry->Finish(*std::move(upload));
+    EXPECT_EQ(finished.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(finished.status().message(), HasSubstr("shorter"));
+  }
+  {
+    // Abandoned mid-stream (a client that cancels): nothing registered, nothing reserved.
+    auto upload = registry->BeginUpload(Header({2, 4, 1, 1}));
+    ASSERT_TRUE(upload.ok());
+    ASSERT_TRUE((*upload)->Append(AsBytes(w).substr(0, 16)).ok());
+    EXPECT_EQ(registry->snapshot().bytes, 32);  // reserved while it uploads
+  }
+  EXPECT_TRUE(registry->List().empty());
+  EXPECT_EQ(registry->snapshot().bytes, 0);
+}
+
+TEST(WeightRegistryTest, BudgetIsEnforcedAndNamesTheFlag) {
+  auto registry = MakeRegistry(/*budget=*/100);
+  ASSERT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16)).ok());  // 64 bytes
+  auto full = registry->Register(Header({4, 4, 1, 1}), Ramp(16, 9.f));
+  EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(full.status().message(), HasSubstr("--weights_budget_bytes"));
+  EXPECT_EQ(registry->snapshot().bytes, 64);
+  EXPECT_EQ(registry->snapshot().budget_bytes, 100);
+
+  // Prepacked copies draw from the same budget; one that does not fit is refused.
+  auto w = registry->Acquire(registry->List()[0]->id());
+  ASSERT_TRUE(w.ok());
+  struct FakeCopy : PrepackedWeights::Copy {};
+  auto any = [](const PrepackedWeights::Copy&) { return true; };
+  auto none = [](const PrepackedWeights::Copy&) { return false; };
+  EXPECT_EQ((*w)->prepacked().Add(none, std::make_shared<FakeCopy>(), 64), nullptr);
+  EXPECT_EQ((*w)->prepacked().refused(), 1);
+  auto kept = (*w)->prepacked().Add(none, std::make_shared<FakeCopy>(), 30);
+  ASSERT_NE(kept, nullptr);
+  EXPECT_EQ((*w)->prepacked().Add(any, std::make_shared<FakeCopy>(), 30), kept);  // first wins
+  EXPECT_EQ((*w)->prepacked().Find(any), kept);
+  EXPECT_EQ((*w)->bytes(), 94);
+  EXPECT_EQ(registry->snapshot().bytes, 94);
+
+  ASSERT_TRUE(registry->Unregister((*w)->id()).ok());
+  w = absl::NotFoundError("dropped");  // the last holder: tensor and copy go
+  EXPECT_EQ(registry->snapshot().bytes, 0);
+  EXPECT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16, 9.f)).ok());
+}
+
+TEST(WeightRegistryTest, UnregisterIsDeferredWhileJobsHoldTheWeights) {
+  auto registry = MakeRegistry();
+  auto reg = registry->Register(Header({2, 2, 1, 1}), Ramp(4));
+  ASSERT_TRUE(reg.ok());
+  const std::string id = reg->weight->id();
+  reg->weight.reset();
+
+  auto job_a = registry->Acquire(id);
+  auto job_b = registry->Acquire(id);
+  ASSERT_TRUE(job_a.ok() && job_b.ok());
+  EXPECT_EQ(registry->List()[0]->in_use(), 2);
+  EXPECT_EQ(registry->List()[0]->uses(), 2);
+  job_b = absl::CancelledError("done");
+  EXPECT_EQ(registry->List()[0]->in_use(), 1);
+  EXPECT_EQ(registry->List()[0]->uses(), 2);
+
+  ASSERT_TRUE(registry->Unregister(id).ok());
+  EXPECT_TRUE(registry->List().empty());
+  EXPECT_EQ(registry->snapshot().weights, 0);
+  EXPECT_EQ(registry->Acquire(id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(registry->Unregister(id).code(), absl::StatusCode::kNotFound);
+  // The job in flight still reads its weights; their bytes stay charged until it ends.
+  EXPECT_EQ((*job_a)->weight()[3], 0.5f + 0.75f);
+  EXPECT_EQ(registry->snapshot().bytes, 16);
+  job_a = absl::CancelledError("done");
+  EXPECT_EQ(registry->snapshot().bytes, 0);
+}
+
+TEST(WeightRegistryTest, UnknownIdIsNotFound) {
+  auto registry = MakeRegistry();
+  auto w = registry->Acquire("sha256:00");
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(w.status().message(), HasSubstr("sha256:00"));
+}
+
+TEST(WeightRegistryTest, OptionsOutOfRangeAreRejected) {
+  WeightRegistry::Options o;
+  o.budget_bytes = -1;
+  EXPECT_EQ(WeightRegistry::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+class WeightRegistryDirTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = absl::StrCat(::testing::TempDir(), "/weights_", getpid(), "_",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string dir_;
+};
+
+TEST_F(WeightRegistryDirTest, RegistrationsSurviveARestart) {
+  std::string id_a, id_b;
+  absl::Time time_a;
+  {
+    auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+    auto a = registry->Register(Header({3, 2, 3, 3}, {1.f, 2.f, 3.f}, "layer\n\"a\""),
+                                Ramp(54));
+    auto b = registry->Register(Header({1, 1, 1, 1}), Ramp(1));
+    auto c = registry->Register(Header({1, 1, 1, 2}), Ramp(2));
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    id_a = a->weight->id();
+    id_b = b->weight->id();
+    time_a = a->weight->registered_at();
+    ASSERT_TRUE(registry->Unregister(c->weight->id()).ok());
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}), 2);
+  }
+  auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+  ASSERT_EQ(registry->List().size(), 2u);
+  auto a = registry->Acquire(id_a);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ((*a)->label(), "layer\n\"a\"");
+  EXPECT_EQ((*a)->shape(), (std::array<int64_t, 4>{3, 2, 3, 3}));
+  EXPECT_EQ(std::vector<float>((*a)->bias(), (*a)->bias() + 3), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(std::vector<float>((*a)->weight(), (*a)->weight() + 54), Ramp(54));
+  EXPECT_LT(absl::AbsDuration((*a)->registered_at() - time_a), absl::Milliseconds(1));
+  EXPECT_TRUE(registry->Acquire(id_b).ok());
+  // Registering again after the restart is idempotent.
+  auto again = registry->Register(Header({1, 1, 1, 1}), Ramp(1));
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->already_registered);
+}
+
+TEST_F(WeightRegistryDirTest, CorruptFilesAreSkipped) {
+  std::string good, bad, truncated;
+  {
+    auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+    good = (*registry->Register(Header({2, 2, 1, 1}), Ramp(4))).weight->id();
+    bad = (*registry->Register(Header({2, 2, 1, 1}), Ramp(4, 7.f))).weight->id();
+    truncated = (*registry->Register(Header({2, 2, 1, 1}), Ramp(4, 9.f))).weight->id();
+  }
+  auto path = [&](const std::string& id) { return absl::StrCat(dir_, "/", id.substr(7), ".weights"); };
+  {
+    // Flip one byte of the weights: the content no longer hashes to the file name.
+    std::fstream f(path(bad), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-1, std::ios::end);
+    f.put('\x7f');
+  }
+  std::filesystem::resize_file(path(truncated), std::filesystem::file_size(path(truncated)) - 3);
+  std::ofstream(absl::StrCat(dir_, "/", std::string(64, 'a'), ".weights")) << "not a weight file";
+  std::ofstream(absl::StrCat(dir_, "/left_by_a_crash.weights.tmp")) << "partial";
+
+  auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+  ASSERT_EQ(registry->List().size(), 1u);
+  EXPECT_EQ(registry->List()[0]->id(), good);
+  EXPECT_FALSE(std::filesystem::exists(absl::StrCat(dir_, "/left_by_a_crash.weights.tmp")));
+}
+
+TEST_F(WeightRegistryDirTest, FilesBeyondTheBudgetAreSkipped) {
+  {
+    auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+    ASSERT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16)).ok());
+    ASSERT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16, 3.f)).ok());
+  }
+  auto registry = MakeRegistry(/*budget=*/100, dir_);
+  EXPECT_EQ(registry->List().size(), 1u);
+  EXPECT_EQ(registry->snapshot().bytes, 64);
+}
+
+}  // namespace
+}  // namespace sparkle

@@ -1,0 +1,185 @@
+#include "tests/testing/fake_gpu_device.h"
+
+#include <algorithm>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "engine/cpu/conv2d_ref.h"
+
+namespace sparkle::testing {
+
+FakeGpuDevice::FakeGpuDevice(Options options)
+    : options_(std::move(options)), thread_([this] { Loop(); }) {}
+
+FakeGpuDevice::~FakeGpuDevice() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    paused_ = false;
+  }
+  thread_.join();
+}
+
+GpuDeviceInfo FakeGpuDevice::Info() const {
+  GpuDeviceInfo info;
+  info.name = options_.name;
+  info.platform = "emu";
+  info.memory_bytes = int64_t{16} << 30;
+  info.compute_units = 4;
+  return info;
+}
+
+absl::Status FakeGpuDevice::Supports(const Conv2dParams& p) const {
+  if (options_.unsupported && options_.unsupported(p)) {
+    return absl::UnimplementedError(absl::StrCat(options_.name, " has no kernel for ",
+                                                 p.ShapeClass()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeGpuDevice::Submit(GpuWork work, GpuDone done) {
+  if (absl::Status s = Supports(work.params); !s.ok()) return s;
+  const int64_t io = (work.params.input_elements() + work.params.output_elements()) * 4;
+  if (io > options_.slot_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("work needs ", io, " staging bytes, a slot has ", options_.slot_bytes));
+  }
+  absl::MutexLock lock(&mu_);
+  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !healthy_ || in_flight_ < options_.slots;
+  };
+  mu_.Await(absl::Condition(&room));
+  if (!healthy_) return absl::UnavailableError(absl::StrCat(options_.name, ": ", reason_));
+  in_flight_++;
+  max_in_flight_ = std::max(max_in_flight_, in_flight_);
+  queue_.push_back(Pending{std::move(work), std::move(done), accepted_++});
+  return absl::OkStatus();
+}
+
+void FakeGpuDevice::Loop() {
+  for (;;) {
+    Pending p;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return (!queue_.empty() && !paused_) || (stopping_ && queue_.empty());
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;
+      p = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    Run(p);
+  }
+}
+
+void FakeGpuDevice::Run(Pending& p) {
+  const Conv2dParams& params = p.work.params;
+  bool fail;
+  {
+    absl::MutexLock lock(&mu_);
+    if (healthy_ && p.number == fail_at_) {
+      healthy_ = false;
+      reason_ = absl::StrCat("injected fault at work ", p.number, " (hipErrorIllegalAddress)");
+    }
+    fail = !healthy_;
+  }
+  GpuTimings t;
+  if (!fail) {
+    const absl::Time start = absl::Now();
+    const double weight_bytes = (params.weight_elements() + params.bias_elements()) * 4.0;
+    const double gbps = options_.transfer_gbps * 1e9;
+    const double h2d =
+        options_.launch_overhead_s + (params.input_elements() * 4.0 + weight_bytes) / gbps;
+    const double compute = params.flops() / (options_.gflops * 1e9);
+    const double d2h = params.output_elements() * 4.0 / (options_.transfer_gbps * 1e9);
+    if (options_.compute) {
+      // Each part is computed on its own: the parts are separate buffers of the same geometry.
+      for (const GpuPart& part : p.work.parts) {
+        Conv2dParams one = params;
+        one.n = part.n;
+        Conv2dRef(one, part.input, p.work.weight, p.work.bias, part.output);
+      }
+    }
+    absl::Time begin = start;
+    if (options_.sleep) {
+      // The device's own timeline: a work begins when the previous one ends (in the model),
+      // so a late wake-up on a loaded machine delays one delivery, not every later work.
+      begin = std::max(start, timeline_);
+      timeline_ = begin + absl::Seconds(h2d + compute + d2h);
+      absl::SleepFor(timeline_ - absl::Now());
+    }
+    t.h2d_end = begin + absl::Seconds(h2d);
+    t.compute_start = t.h2d_end;
+    t.compute_end = t.compute_start + absl::Seconds(compute);
+    t.d2h_end = t.compute_end + absl::Seconds(d2h);
+  }
+  absl::Status status =
+      fail ? absl::InternalError(absl::StrCat(options_.name, ": ", unhealthy_reason()))
+           : absl::OkStatus();
+  {
+    // Counted before done, so that whoever sees done also sees the count.
+    absl::MutexLock lock(&mu_);
+    if (fail) {
+      works_failed_++;
+    } else {
+      works_done_++;
+      parts_done_ += static_cast<int64_t>(p.work.parts.size());
+    }
+  }
+  std::move(p.done)(status, t);
+  absl::MutexLock lock(&mu_);
+  in_flight_--;
+}
+
+void FakeGpuDevice::Flush() {
+  absl::MutexLock lock(&mu_);
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+  mu_.Await(absl::Condition(&idle));
+}
+
+bool FakeGpuDevice::healthy() const {
+  absl::MutexLock lock(&mu_);
+  return healthy_;
+}
+
+std::string FakeGpuDevice::unhealthy_reason() const {
+  absl::MutexLock lock(&mu_);
+  return reason_;
+}
+
+void FakeGpuDevice::FailWork(int64_t k) {
+  absl::MutexLock lock(&mu_);
+  fail_at_ = k;
+}
+
+void FakeGpuDevice::Pause() {
+  absl::MutexLock lock(&mu_);
+  paused_ = true;
+}
+
+void FakeGpuDevice::Resume() {
+  absl::MutexLock lock(&mu_);
+  paused_ = false;
+}
+
+int64_t FakeGpuDevice::works_done() const {
+  absl::MutexLock lock(&mu_);
+  return works_done_;
+}
+int64_t FakeGpuDevice::works_failed() const {
+  absl::MutexLock lock(&mu_);
+  return works_failed_;
+}
+int64_t FakeGpuDevice::parts_done() const {
+  absl::MutexLock lock(&mu_);
+  return parts_done_;
+}
+int FakeGpuDevice::max_in_flight() const {
+  absl::MutexLock lock(&mu_);
+  return max_in_flight_;
+}
+
+}  // namespace sparkle::testing
