@@ -23,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "bench/spread.h"
 #include "bench/pinned_h2d_probe.h"
 #include "engine/hip/gpu_device.h"
 #include "engine/hip/gpu_executor.h"
@@ -43,18 +44,6 @@ ABSL_FLAG(int, emulated_devices, 1, "SPARKLE_GPU=emu only: emulated devices to c
 
 namespace sparkle::bench {
 namespace {
-
-struct Spread {
-  double min = 0, median = 0, max = 0;
-};
-Spread Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
-std::string Fmt(const Spread& s, const char* f) {
-  return absl::StrFormat("%s / %s / %s", absl::StrFormat(f, s.min), absl::StrFormat(f, s.median),
-                         absl::StrFormat(f, s.max));
-}
 
 // The transfer-bound shape: [n, 32, 256, 256] → 1×1 conv → [n, 1, 256, 256]; 8 MiB of input
 // and 256 KiB of output per image.

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "bench/spread.h"
 #include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "tests/testing/fake_gpu_device.h"
@@ -121,18 +122,6 @@ double RunStream(const RouterBenchOptions& o, const std::vector<int>& stream,
   *cpu_batches = d.router.decisions_cpu;
   *gpu_batches = d.router.decisions_gpu;
   return static_cast<double>(stream.size()) / seconds;
-}
-
-struct Spread {
-  double min, median, max;
-};
-Spread Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
-std::string Fmt(const Spread& s, const char* f) {
-  return absl::StrFormat("%s/%s/%s", absl::StrFormat(f, s.min), absl::StrFormat(f, s.median),
-                         absl::StrFormat(f, s.max));
 }
 
 }  // namespace

@@ -36,6 +36,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "bench/spread.h"
 #include "bench/inprocess_onednn.h"
 #include "bench/metrics_bench.h"
 #include "bench/router_bench.h"
@@ -56,18 +57,6 @@ ABSL_FLAG(int, batching_concurrency, 64, "batching, metrics: requests in flight"
 
 namespace sparkle::bench {
 namespace {
-
-struct Spread {
-  double min = 0, median = 0, max = 0;
-};
-Spread Summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v.front(), v[v.size() / 2], v.back()};
-}
-std::string Fmt(const Spread& s, const char* f = "%.1f") {
-  return absl::StrFormat("%s/%s/%s", absl::StrFormat(f, s.min), absl::StrFormat(f, s.median),
-                         absl::StrFormat(f, s.max));
-}
 
 // GFLOP/s of in-process oneDNN: calls repeated for `window`, median call time.
 double InProcessGflops(const Conv2dParams& p, InProcessOneDnn& conv,

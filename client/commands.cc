@@ -11,7 +11,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "google/protobuf/util/json_util.h"
 #include "client/arg_parse.h"
 #include "client/human_format.h"
 #include "client/npy.h"

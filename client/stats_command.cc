@@ -7,9 +7,9 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "client/json_output.h"
 #include "client/table.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
-#include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 
@@ -86,20 +86,7 @@ absl::Status RunStats(const SparkleClient::Options& connection, bool json, std::
   inference::ModelStatisticsResponse response;
   const grpc::Status status = stub->ModelStatistics(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
-  if (json) {
-    google::protobuf::util::JsonPrintOptions options;
-    options.add_whitespace = true;
-    options.always_print_primitive_fields = true;
-    options.preserve_proto_field_names = true;
-    std::string text;
-    const auto converted = google::protobuf::util::MessageToJsonString(response, &text, options);
-    if (!converted.ok()) {
-      return absl::InternalError(absl::StrCat("cannot render JSON: ", converted.ToString()));
-    }
-    out << text;
-    if (text.empty() || text.back() != '\n') out << '\n';
-    return absl::OkStatus();
-  }
+  if (json) return PrintJson(response, out);
   PrintStats(response, out);
   return absl::OkStatus();
 }

@@ -8,10 +8,10 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "client/human_format.h"
+#include "client/json_output.h"
 #include "client/table.h"
 #include "client/target.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
-#include "google/protobuf/util/json_util.h"
 
 namespace sparkle::client {
 namespace {
@@ -37,20 +37,6 @@ SparkleClient::Options ForOneDaemon(const SparkleClient::Options& connection,
   options.target = daemon;
   options.channels = 1;
   return options;
-}
-
-absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message, bool pretty) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = pretty;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
-  std::string text;
-  const auto converted = google::protobuf::util::MessageToJsonString(message, &text, options);
-  if (!converted.ok()) {
-    return absl::InternalError(absl::StrCat("cannot render JSON: ", converted.ToString()));
-  }
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return text;
 }
 
 std::string ErrorJson(const absl::Status& status) {

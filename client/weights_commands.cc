@@ -10,10 +10,10 @@
 #include "absl/time/time.h"
 #include "client/arg_parse.h"
 #include "client/human_format.h"
+#include "client/json_output.h"
 #include "client/npy.h"
 #include "client/table.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
-#include "google/protobuf/util/json_util.h"
 #include "sparkle/v1/control.grpc.pb.h"
 
 namespace sparkle::client {
@@ -23,21 +23,6 @@ using sparkle::v1::Control;
 
 absl::Status UsageError(absl::string_view message) {
   return absl::InvalidArgumentError(absl::StrCat(message, " (see `sparklectl help`)"));
-}
-
-absl::Status PrintJson(const google::protobuf::Message& message, std::ostream& out) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
-  options.always_print_primitive_fields = true;
-  options.preserve_proto_field_names = true;
-  std::string text;
-  const auto converted = google::protobuf::util::MessageToJsonString(message, &text, options);
-  if (!converted.ok()) {
-    return absl::InternalError(absl::StrCat("cannot render JSON: ", converted.ToString()));
-  }
-  out << text;
-  if (text.empty() || text.back() != '\n') out << '\n';
-  return absl::OkStatus();
 }
 
 // A Control stub over a fresh connection, and a context bounded by the connection's timeout.
