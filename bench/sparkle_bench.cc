@@ -168,11 +168,30 @@ int Layers() {
   return daemon->Stop(SIGTERM).value_or(1);
 }
 
+// Debian's gRPC 1.51 aborts ("double free or corruption", in grpc_cq_internal_unref on a
+// callback thread) when the callback API's shared completion queue is torn down and created
+// again between rounds. A channel that made one callback call holds that queue for as long as
+// the caller keeps it, whatever happens to its server: keep it for the whole run.
+std::shared_ptr<grpc::Channel> HoldCallbackQueue(const std::string& address) {
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  auto stub = inference::GRPCInferenceService::NewStub(channel);
+  grpc::ClientContext context;
+  inference::ServerLiveRequest request;
+  inference::ServerLiveResponse response;
+  absl::Notification done;
+  stub->async()->ServerLive(&context, &request, &response,
+                            [&done](grpc::Status) { done.Notify(); });
+  done.WaitForNotification();
+  return channel;
+}
+
 int Batching() {
   const int concurrency = absl::GetFlag(FLAGS_batching_concurrency);
   const absl::Duration window = absl::GetFlag(FLAGS_window);
   auto on = StartDaemon({"--max_batch_size=64"});
   auto off = StartDaemon({"--max_batch_size=1"});
+  const std::shared_ptr<grpc::Channel> keepalive = HoldCallbackQueue(on->address());
   std::printf("tiny (1x16x32x32, K=16, 3x3, pad 1) at concurrency %d, %s windows\n",
               concurrency, absl::FormatDuration(window).c_str());
   std::vector<double> rps_on, rps_off, ratio;
@@ -216,11 +235,7 @@ int Metrics() {
   const std::vector<std::string> off_args = {"--metrics_address="};
   std::printf("tiny (1x16x32x32, K=16, 3x3, pad 1) at concurrency %d, %s windows\n",
               concurrency, absl::FormatDuration(window).c_str());
-  // Debian's gRPC 1.51 aborts ("double free or corruption", in grpc_cq_internal_unref on a
-  // callback thread) when the callback API's shared completion queue is torn down and created
-  // again between rounds (`batching --rounds=4` shows it too). A channel that made one
-  // callback call holds that queue for the whole run, whatever happens to its server.
-  std::shared_ptr<grpc::Channel> keepalive;
+  std::shared_ptr<grpc::Channel> keepalive;  // see HoldCallbackQueue
   std::vector<double> rps_on, rps_off, ratio, cpu_on, cpu_off, cpu_ratio;
   int code = 0;
   for (int round = 0; round < absl::GetFlag(FLAGS_rounds); ++round) {
@@ -229,17 +244,7 @@ int Metrics() {
     auto second = StartDaemon(on_first ? off_args : on_args);
     testing::DaemonProcess& on = on_first ? *first : *second;
     testing::DaemonProcess& off = on_first ? *second : *first;
-    if (keepalive == nullptr) {
-      keepalive = grpc::CreateChannel(on.address(), grpc::InsecureChannelCredentials());
-      auto stub = inference::GRPCInferenceService::NewStub(keepalive);
-      grpc::ClientContext context;
-      inference::ServerLiveRequest request;
-      inference::ServerLiveResponse response;
-      absl::Notification done;
-      stub->async()->ServerLive(&context, &request, &response,
-                                [&done](grpc::Status) { done.Notify(); });
-      done.WaitForNotification();
-    }
+    if (keepalive == nullptr) keepalive = HoldCallbackQueue(on.address());
     // Requests/s in the window, and daemon CPU µs per request over warmup + window (the
     // requests of the warmup are not counted, alike for both daemons).
     auto run = [&](const testing::DaemonProcess& d, double* cpu_us) {
