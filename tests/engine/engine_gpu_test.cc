@@ -12,6 +12,7 @@
 #include "tests/testing/fake_gpu_device.h"
 #include "tests/testing/gpu_test_env.h"
 #include "tests/testing/shape_table.h"
+#include "tests/testing/test_job.h"
 
 namespace sparkle {
 namespace {
@@ -19,46 +20,9 @@ namespace {
 using ::sparkle::testing::FakeGpuDevice;
 using ::sparkle::testing::RandomFloats;
 using ::sparkle::testing::RelativeL2Error;
+using ::sparkle::testing::TestJob;
 using ::testing::AnyOf;
 using ::testing::HasSubstr;
-
-struct TestJob {
-  Conv2dParams params;
-  DeviceRequest device;
-  std::vector<float> input, weight, bias, output, expected;
-  absl::Notification done;
-  absl::Status status;
-  ExecTimestamps timestamps;
-
-  TestJob(const Conv2dParams& p, uint32_t seed, DeviceRequest d = DeviceRequest::Auto())
-      : params(p), device(d) {
-    input = RandomFloats(p.input_elements(), seed);
-    weight = RandomFloats(p.weight_elements(), seed + 1000);
-    if (p.has_bias) bias = RandomFloats(p.k, seed + 2000);
-    output.assign(p.output_elements(), -7.0f);
-    expected.resize(p.output_elements());
-    Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
-              expected.data());
-  }
-  std::unique_ptr<Conv2dJob> Make() {
-    auto job = std::make_unique<Conv2dJob>();
-    job->params = params;
-    job->device = device;
-    job->input = input.data();
-    job->weight = weight.data();
-    job->bias = params.has_bias ? bias.data() : nullptr;
-    job->output = output.data();
-    job->done = [this](const absl::Status& s, const ExecTimestamps& t) {
-      status = s;
-      timestamps = t;
-      done.Notify();
-    };
-    return job;
-  }
-  double Error() const {
-    return RelativeL2Error(output.data(), expected.data(), params.output_elements());
-  }
-};
 
 Conv2dParams Tiny() {  // 1x4x8x8, K=4, 3x3: ~37 KFLOP
   Conv2dParams p;

@@ -11,52 +11,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/shape_table.h"
+#include "tests/testing/test_job.h"
 
 namespace sparkle {
 namespace {
 
 using ::sparkle::testing::RandomFloats;
 using ::sparkle::testing::RelativeL2Error;
+using ::sparkle::testing::TestJob;
 using ::testing::HasSubstr;
-
-// One job with its own buffers and a recorded completion.
-struct TestJob {
-  Conv2dParams params;
-  std::vector<float> input, weight, bias, output, expected;
-  absl::Notification done;
-  absl::Status status;
-  ExecTimestamps timestamps;
-
-  TestJob(const Conv2dParams& p, uint32_t seed, const std::vector<float>* shared_weight = nullptr)
-      : params(p) {
-    input = RandomFloats(p.input_elements(), seed);
-    weight = shared_weight ? *shared_weight : RandomFloats(p.weight_elements(), seed + 1000);
-    if (p.has_bias) bias = RandomFloats(p.k, seed + 2000);
-    output.assign(p.output_elements(), -7.0f);
-    expected.resize(p.output_elements());
-    Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
-              expected.data());
-  }
-
-  std::unique_ptr<Conv2dJob> Make() {
-    auto job = std::make_unique<Conv2dJob>();
-    job->params = params;
-    job->input = input.data();
-    job->weight = weight.data();
-    job->bias = params.has_bias ? bias.data() : nullptr;
-    job->output = output.data();
-    job->done = [this](const absl::Status& s, const ExecTimestamps& t) {
-      status = s;
-      timestamps = t;
-      done.Notify();
-    };
-    return job;
-  }
-
-  double Error() const {
-    return RelativeL2Error(output.data(), expected.data(), params.output_elements());
-  }
-};
 
 Conv2dParams Small() {
   Conv2dParams p;
