@@ -8,8 +8,9 @@ PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libdnnl-dev libssl-dev
   libgtest-dev libgmock-dev
-  # systemd integration (docs/operations.md): sd_notify for Type=notify and the watchdog.
-  libsystemd-dev
+  # systemd integration (docs/operations.md): sd_notify for Type=notify and the watchdog;
+  # systemd for `systemd-analyze verify` of deploy/sparkled.service in the deploy_files test.
+  libsystemd-dev systemd
   # GPU builds (docs/gpu.md): HIP for AMD (clang-15, ROCm 5.2), the HIP-on-CPU emulator's
   # fibers, and ccache so that scripts/test_gpu_builds.sh recompiles only what differs.
   hipcc libamdhip64-dev libboost-context-dev ccache

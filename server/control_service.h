@@ -35,7 +35,7 @@ class ControlService final : public sparkle::v1::Control::CallbackService {
                                       const sparkle::v1::GetStatusRequest* request,
                                       sparkle::v1::GetStatusResponse* response) override;
 
-  // Control.Drain (control_service_drain.cc): the first half of SIGTERM, without exiting. Waits
+  // Control.Drain: the first half of SIGTERM, without exiting. Waits
   // on its own thread so that no gRPC callback thread blocks for the drain.
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
                                   const sparkle::v1::DrainRequest* request,

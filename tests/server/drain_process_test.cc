@@ -28,6 +28,7 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/infer_check.h"
 #include "tests/testing/shape_table.h"
 
 namespace sparkle {
@@ -74,13 +75,7 @@ struct Case {
 
   // "" when `response` holds the expected output.
   std::string Check(const inference::ModelInferResponse& response) const {
-    if (response.raw_output_contents_size() != 1) return "no raw output";
-    const std::string& raw = response.raw_output_contents(0);
-    if (raw.size() != expected.size() * sizeof(float)) return "wrong output size";
-    std::vector<float> got(expected.size());
-    std::memcpy(got.data(), raw.data(), raw.size());
-    const double err = RelativeL2Error(got.data(), expected.data(), got.size());
-    return err < 1e-5 ? "" : absl::StrCat("relative L2 error ", err);
+    return ::sparkle::testing::CheckRawOutput(response, expected);
   }
 };
 

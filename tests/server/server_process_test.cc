@@ -20,6 +20,7 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/infer_check.h"
 #include "tests/testing/shape_table.h"
 
 namespace sparkle {
@@ -103,14 +104,7 @@ struct Case {
 
   // Empty when the response matches; otherwise what differs.
   std::string Check(const ModelInferResponse& resp) const {
-    if (resp.raw_output_contents_size() != 1) return "no raw output";
-    const std::string& raw = resp.raw_output_contents(0);
-    if (raw.size() != expected.size() * sizeof(float)) return "wrong output byte count";
-    std::vector<float> got(expected.size());
-    std::memcpy(got.data(), raw.data(), raw.size());
-    const double err = RelativeL2Error(got.data(), expected.data(), got.size());
-    if (!(err < 1e-5)) return absl::StrCat("relative L2 error ", err);
-    return "";
+    return ::sparkle::testing::CheckRawOutput(resp, expected);
   }
 };
 
