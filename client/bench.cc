@@ -96,11 +96,12 @@ absl::StatusOr<PreparedRequest> Prepare(SparkleClient& client, const ShapeClass&
 // until the last callback has returned (the main thread may wake before that callback unwinds).
 class LoadRun : public std::enable_shared_from_this<LoadRun> {
  public:
-  LoadRun(const std::vector<std::shared_ptr<grpc::Channel>>& channels,
+  // `client` must outlive Run() (it sets up every call's context: deadline, bearer token).
+  LoadRun(const SparkleClient* client,
           std::shared_ptr<const std::vector<PreparedRequest>> requests, int concurrency,
-          absl::Duration rpc_timeout, int64_t max_requests)
-      : requests_(std::move(requests)), rpc_timeout_(rpc_timeout), max_requests_(max_requests) {
-    for (const auto& channel : channels) {
+          int64_t max_requests)
+      : client_(client), requests_(std::move(requests)), max_requests_(max_requests) {
+    for (const auto& channel : client->channels()) {
       stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
     }
     for (int i = 0; i < concurrency; ++i) {
@@ -121,8 +122,8 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
     }
     for (auto& slot : slots_) Issue(slot.get(), begin);
     {
-      // Bounded: issuing stops at measure_end_ and every call carries rpc_timeout_ as deadline,
-      // after which gRPC completes it.
+      // Bounded: issuing stops at measure_end_ and every call carries the connection's timeout
+      // as deadline, after which gRPC completes it.
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](int* outstanding) { return *outstanding == 0; }, &outstanding_));
@@ -141,13 +142,14 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
     // issues the next from the previous one's callback); read by Run() after all completed.
     std::vector<double> latencies_us;
     std::map<absl::StatusCode, int64_t> errors;
+    int64_t refused = 0;
     double flop = 0;
     double payload_bytes = 0;
   };
 
   void Issue(Slot* slot, absl::Time now) {
     slot->context = std::make_unique<grpc::ClientContext>();
-    slot->context->set_deadline(absl::ToChronoTime(now + rpc_timeout_));
+    client_->PrepareContext(slot->context.get());
     slot->response.Clear();
     slot->request_index = next_request_.fetch_add(1, std::memory_order_relaxed) % requests_->size();
     slot->start = now;
@@ -179,6 +181,7 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
           slot->payload_bytes += request.payload_bytes;
         } else {
           ++slot->errors[static_cast<absl::StatusCode>(status.error_code())];
+          if (IsPushback(status, *slot->context)) ++slot->refused;
         }
       }
     }
@@ -200,6 +203,7 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
     for (const auto& slot : slots_) {
       latencies.insert(latencies.end(), slot->latencies_us.begin(), slot->latencies_us.end());
       for (const auto& [code, count] : slot->errors) result.errors[code] += count;
+      result.refused += slot->refused;
       result.flop += slot->flop;
       result.payload_bytes += slot->payload_bytes;
     }
@@ -218,8 +222,8 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
     return result;
   }
 
+  const SparkleClient* const client_;
   const std::shared_ptr<const std::vector<PreparedRequest>> requests_;
-  const absl::Duration rpc_timeout_;
   const int64_t max_requests_;
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
   std::vector<std::unique_ptr<Slot>> slots_;
@@ -340,7 +344,15 @@ std::string LevelResult::ErrorSummary() const {
   for (const auto& [code, count] : errors) {
     parts.push_back(absl::StrCat(absl::StatusCodeToString(code), ":", count));
   }
+  if (refused > 0) parts.push_back(absl::StrCat("(refused:", refused, ")"));
   return absl::StrJoin(parts, " ");
+}
+
+bool IsPushback(const grpc::Status& status, const grpc::ClientContext& context) {
+  if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return false;
+  const auto& trailers = context.GetServerTrailingMetadata();
+  return trailers.find("grpc-retry-pushback-ms") != trailers.end() ||
+         trailers.find("retry-after-ms") != trailers.end();
 }
 
 double Percentile(const std::vector<double>& sorted, double q) {
@@ -445,8 +457,8 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
       header_printed = true;
     }
     for (int concurrency : options.concurrency) {
-      auto run = std::make_shared<LoadRun>(client->channels(), requests, concurrency,
-                                           connection.timeout, options.max_requests);
+      auto run = std::make_shared<LoadRun>(client.get(), requests, concurrency,
+                                           options.max_requests);
       LevelResult result = run->Run(options.warmup, options.duration);
       result.shape_class = name;
       PrintRow(result, out);

@@ -25,6 +25,8 @@
 #include "absl/time/time.h"
 #include "client/infer_request.h"
 #include "client/sparkle_client.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/support/status.h"
 
 namespace sparkle::client {
 
@@ -82,6 +84,10 @@ struct LevelResult {
   double window_seconds = 0;
   int64_t ok = 0;                                // completed OK in the window
   std::map<absl::StatusCode, int64_t> errors;    // non-OK completions in the window, by code
+  // Of those, RESOURCE_EXHAUSTED answers with the trailing metadata grpc-retry-pushback-ms or
+  // retry-after-ms: the server refused the job (full queue) and said when to come back. Bench
+  // counts them and does not retry.
+  int64_t refused = 0;
   double flop = 0;                               // useful FLOP of the OK requests
   double payload_bytes = 0;                      // request + response tensor bytes, OK requests
   // Latency of the OK requests, microseconds (nearest-rank percentiles).
@@ -91,9 +97,12 @@ struct LevelResult {
   double GflopPerSecond() const;
   double MegabytesPerSecond() const;  // 10^6 bytes
   int64_t ErrorCount() const;
-  // "-" or e.g. "RESOURCE_EXHAUSTED:12 DEADLINE_EXCEEDED:1".
+  // "-" or e.g. "DEADLINE_EXCEEDED:1 RESOURCE_EXHAUSTED:12 (refused:12)".
   std::string ErrorSummary() const;
 };
+
+// Whether a failed call is a refusal with retry pushback (see LevelResult::refused).
+bool IsPushback(const grpc::Status& status, const grpc::ClientContext& context);
 
 // The nearest-rank q-quantile (q in [0, 1]) of `sorted` (ascending); 0 for an empty vector.
 double Percentile(const std::vector<double>& sorted, double q);

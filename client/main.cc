@@ -21,11 +21,13 @@
 #include "client/arg_parse.h"
 #include "client/bench.h"
 #include "client/commands.h"
+#include "client/connection_security.h"
 #include "client/sparkle_client.h"
 #include "client/status_commands.h"
 #include "client/stats_command.h"
 #include "client/weights_commands.h"
 #include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "grpc/support/log.h"
 
 // Connection (every command).
 ABSL_FLAG(std::string, target, "127.0.0.1:8001",
@@ -36,6 +38,21 @@ ABSL_FLAG(absl::Duration, timeout, absl::Seconds(30),
           "deadline of each RPC, and the bound on connecting");
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{1} << 30,
           "largest gRPC message sent or received, bytes [4096, 2147483647]");
+// Security (every command, bench included). Any --tls_* flag turns TLS on.
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA certificate(s) the server's certificate must chain to (turns TLS on); "
+          "default: the system's roots when another --tls_* flag is given, else plaintext");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate (chain) for a server that requires one (mTLS); with "
+          "--tls_key_file; turns TLS on");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key of --tls_cert_file; turns TLS on");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "name to verify in the server's certificate instead of the target's host (an IP "
+          "target, a certificate for another name); turns TLS on");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token sent as `authorization: Bearer <token>` on every call "
+          "(trailing newline stripped); default: $SPARKLE_TOKEN, else no token");
 
 // status
 ABSL_FLAG(bool, json, false,
@@ -130,6 +147,8 @@ std::string Usage() {
       R"(sparklectl: operator CLI of sparkled (conv2d inference over gRPC, KServe v2)
 
 usage: sparklectl [--target=127.0.0.1:8001] [--timeout=30s] [--max_message_bytes=N]
+                  [--tls_ca_file=ca.pem [--tls_cert_file=c.pem --tls_key_file=c.key]
+                   [--tls_server_name=NAME]] [--token_file=FILE]
                   <command> [flags]
 
 commands:
@@ -190,6 +209,15 @@ targets:
            several: status, devices, queue and drain query every daemon and print one row
            (one JSON array element) per daemon, exit code of the first failure; infer and
            bench spread their requests over them (gRPC round_robin).
+
+security (every command):
+  --tls_ca_file=ca.pem                   TLS; the server's certificate must chain to this CA
+                                         (any --tls_* flag turns TLS on; default roots: the
+                                         system's)
+  --tls_cert_file=c.pem --tls_key_file=c.key   client certificate, for a server with mTLS
+  --tls_server_name=NAME                 name expected in the server's certificate (IP targets)
+  --token_file=FILE                      bearer token (default: $SPARKLE_TOKEN), sent as
+                                         "authorization: Bearer ..." on every call
 
 exit codes:
   0  success (health: ready)
@@ -370,6 +398,14 @@ absl::Status Run(absl::string_view command, const std::vector<std::string>& args
   connection.timeout = absl::GetFlag(FLAGS_timeout);
   connection.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   connection.channels = command == "bench" ? absl::GetFlag(FLAGS_channels) : 1;
+  connection.security.tls_ca_file = absl::GetFlag(FLAGS_tls_ca_file);
+  connection.security.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  connection.security.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  connection.security.tls_server_name = absl::GetFlag(FLAGS_tls_server_name);
+  SPARKLE_ASSIGN_OR_RETURN(connection.security.bearer_token,
+                           LoadBearerToken(absl::GetFlag(FLAGS_token_file),
+                                           std::getenv(kTokenEnvironmentVariable)));
+  SPARKLE_RETURN_IF_ERROR(ValidateConnectionSecurity(connection.security));
 
   if (command == "health") return RunHealth(connection, std::cout);
   if (command == "status") return RunStatus(connection, absl::GetFlag(FLAGS_json), std::cout);
@@ -399,7 +435,13 @@ absl::Status Run(absl::string_view command, const std::vector<std::string>& args
   return UsageError(absl::StrCat("unknown command \"", command, "\""));
 }
 
+// gRPC logs handshake failures to stderr in its own words ("Handshake failed with fatal error
+// SSL_ERROR_SSL ..."); sparklectl says what failed instead (DescribeHandshakeFailure). Its log
+// stays available with GRPC_VERBOSITY set.
+void QuietGrpcLog(gpr_log_func_args*) {}
+
 int Main(int argc, char** argv) {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(QuietGrpcLog);
   // --help / -h print sparklectl's own usage (abseil's would list flags without the commands).
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];

@@ -1,5 +1,6 @@
 #include "client/sparkle_client.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/cord.h"
@@ -23,7 +24,7 @@ namespace {
 constexpr absl::string_view kOriginPayload = "type.sparkle.dev/sparklectl.origin";
 
 absl::Status WaitForReady(grpc::Channel* channel, const std::string& target,
-                          absl::Duration timeout) {
+                          const ConnectionSecurity& security, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   grpc_connectivity_state state = channel->GetState(/*try_to_connect=*/true);
   while (state != GRPC_CHANNEL_READY) {
@@ -36,6 +37,9 @@ absl::Status WaitForReady(grpc::Channel* channel, const std::string& target,
       context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
       inference::ServerLiveResponse response;
       const grpc::Status probe = stub.ServerLive(&context, {}, &response);
+      if (std::optional<std::string> why = DescribeHandshakeFailure(security, probe)) {
+        return absl::UnavailableError(absl::StrCat("cannot connect to ", target, ": ", *why));
+      }
       return absl::UnavailableError(absl::StrCat(
           "cannot connect to ", target,
           probe.ok() ? "" : absl::StrCat(": ", probe.error_message())));
@@ -57,6 +61,7 @@ absl::Status MarkAsServerError(absl::Status status) {
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
+  // (SparkleClient::CallStatus adds the TLS and token explanations on top of this.)
   if (status.ok()) return absl::OkStatus();
   // grpc::StatusCode and absl::StatusCode share the canonical numbering.
   return MarkAsServerError(absl::Status(static_cast<absl::StatusCode>(status.error_code()),
@@ -107,6 +112,9 @@ absl::StatusOr<std::unique_ptr<SparkleClient>> SparkleClient::Connect(const Opti
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < options.channels; ++i) {
     grpc::ChannelArguments args;
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        MakeChannelCredentials(options.security, &args);
+    if (!credentials.ok()) return credentials.status();
     args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
     args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
     // A private subchannel pool per channel, and distinct args besides, so that each channel
@@ -114,11 +122,12 @@ absl::StatusOr<std::unique_ptr<SparkleClient>> SparkleClient::Connect(const Opti
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("sparkle.channel_index", i);
     if (target->round_robin) args.SetServiceConfigJSON(std::string(kRoundRobinServiceConfig));
-    channels.push_back(grpc::CreateCustomChannel(target->channel_target,
-                                                 grpc::InsecureChannelCredentials(), args));
+    channels.push_back(grpc::CreateCustomChannel(target->channel_target, *credentials, args));
   }
   for (const auto& channel : channels) {
-    if (absl::Status s = WaitForReady(channel.get(), options.target, options.timeout); !s.ok()) {
+    if (absl::Status s =
+            WaitForReady(channel.get(), options.target, options.security, options.timeout);
+        !s.ok()) {
       return s;
     }
   }
@@ -134,15 +143,32 @@ SparkleClient::SparkleClient(const Options& options,
 
 std::unique_ptr<grpc::ClientContext> SparkleClient::NewContext() const {
   auto context = std::make_unique<grpc::ClientContext>();
-  context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  PrepareContext(context.get());
   return context;
+}
+
+void SparkleClient::PrepareContext(grpc::ClientContext* context) const {
+  context->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  AddCallCredentials(options_.security, context);
+}
+
+absl::Status SparkleClient::CallStatus(const grpc::Status& status) const {
+  if (status.ok()) return absl::OkStatus();
+  if (std::optional<std::string> why = DescribeHandshakeFailure(options_.security, status)) {
+    return absl::UnavailableError(absl::StrCat(options_.target, ": ", *why));
+  }
+  absl::Status result = FromGrpcStatus(status);
+  const absl::string_view hint =
+      AuthHint(result.code(), !options_.security.bearer_token.empty());
+  if (hint.empty()) return result;
+  return MarkAsServerError(absl::Status(result.code(), absl::StrCat(result.message(), hint)));
 }
 
 absl::StatusOr<bool> SparkleClient::ServerLive() {
   auto context = NewContext();
   inference::ServerLiveResponse response;
   const grpc::Status status = inference_->ServerLive(context.get(), {}, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response.live();
 }
 
@@ -150,7 +176,7 @@ absl::StatusOr<bool> SparkleClient::ServerReady() {
   auto context = NewContext();
   inference::ServerReadyResponse response;
   const grpc::Status status = inference_->ServerReady(context.get(), {}, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response.ready();
 }
 
@@ -160,7 +186,7 @@ absl::StatusOr<bool> SparkleClient::ModelReady(absl::string_view model_name) {
   request.set_name(std::string(model_name));
   inference::ModelReadyResponse response;
   const grpc::Status status = inference_->ModelReady(context.get(), request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response.ready();
 }
 
@@ -169,7 +195,7 @@ absl::StatusOr<inference::ModelInferResponse> SparkleClient::ModelInfer(
   auto context = NewContext();
   inference::ModelInferResponse response;
   const grpc::Status status = inference_->ModelInfer(context.get(), request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response;
 }
 
@@ -177,7 +203,7 @@ absl::StatusOr<sparkle::v1::GetStatusResponse> SparkleClient::GetStatus() {
   auto context = NewContext();
   sparkle::v1::GetStatusResponse response;
   const grpc::Status status = control_->GetStatus(context.get(), {}, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response;
 }
 
@@ -185,13 +211,14 @@ absl::StatusOr<sparkle::v1::DrainResponse> SparkleClient::Drain(absl::Duration t
   // The daemon answers when drained or after `timeout` (0: its own --drain_timeout, at most
   // 1 h); the RPC gets that long on top of the usual deadline.
   grpc::ClientContext context;
+  PrepareContext(&context);
   context.set_deadline(absl::ToChronoTime(
       absl::Now() + options_.timeout + (timeout > absl::ZeroDuration() ? timeout : absl::Hours(1))));
   sparkle::v1::DrainRequest request;
   request.set_timeout_seconds(absl::ToDoubleSeconds(timeout));
   sparkle::v1::DrainResponse response;
   const grpc::Status status = control_->Drain(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
   return response;
 }
 
@@ -217,7 +244,7 @@ absl::StatusOr<ServingStatus> SparkleClient::HealthCheck(absl::string_view servi
                    done.Notify();
                  });
   done.WaitForNotification();
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return CallStatus(status);
 
   // HealthCheckResponse { ServingStatus status = 1; }: skip any field a newer server adds.
   grpc::Slice joined;

@@ -15,7 +15,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "client/connection_security.h"
 #include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
 
@@ -60,12 +62,15 @@ class SparkleClient {
     // Channels (HTTP/2 connections) to open, each with its own subchannel pool so that they do
     // not share one TCP connection. [1, 64].
     int channels = 1;
+    // TLS / mTLS of every channel and the bearer token of every call (connection_security.h).
+    ConnectionSecurity security;
   };
 
   // Validates `options` (INVALID_ARGUMENT naming the field), creates the channels and connects
   // each within options.timeout. Fails fast with UNAVAILABLE ("cannot connect to <target>") on
   // the first failed connection attempt rather than retrying until the deadline, because an
-  // operator at a terminal wants to know now. Connection errors are local (exit code 2).
+  // operator at a terminal wants to know now. Connection errors are local (exit code 2); a TLS
+  // handshake failure says what failed (DescribeHandshakeFailure) instead of gRPC's text.
   static absl::StatusOr<std::unique_ptr<SparkleClient>> Connect(const Options& options);
 
   // inference.GRPCInferenceService. Blocking, bounded by options.timeout.
@@ -89,11 +94,21 @@ class SparkleClient {
   // The connected channels, options.channels of them; bench issues raw calls on these.
   const std::vector<std::shared_ptr<grpc::Channel>>& channels() const { return channels_; }
 
+  // A context for one call on channels(): deadline now + options.timeout, and the bearer token
+  // (the one place every call of sparklectl gets its metadata from).
+  std::unique_ptr<grpc::ClientContext> NewContext() const;
+  // Sets up a context the caller owns the same way (bench reuses its contexts' storage).
+  void PrepareContext(grpc::ClientContext* context) const;
+
+  // The absl::Status of a failed call: a TLS handshake failure as a local error (exit 2) with
+  // DescribeHandshakeFailure's sentence; anything else as FromGrpcStatus (exit 1), with
+  // AuthHint appended to UNAUTHENTICATED / PERMISSION_DENIED. OK for OK.
+  absl::Status CallStatus(const grpc::Status& status) const;
+
   // -------------------------------------------------------------------------------------------
   // Implementation details follow.
  private:
   SparkleClient(const Options& options, std::vector<std::shared_ptr<grpc::Channel>> channels);
-  std::unique_ptr<grpc::ClientContext> NewContext() const;
 
   const Options options_;
   const std::vector<std::shared_ptr<grpc::Channel>> channels_;

@@ -80,12 +80,12 @@ absl::Status RunStats(const SparkleClient::Options& connection, bool json, std::
                            SparkleClient::Connect(connection));
   auto stub = inference::GRPCInferenceService::NewStub(client->channels().front());
   grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + connection.timeout));
+  client->PrepareContext(&context);  // deadline and bearer token
   inference::ModelStatisticsRequest request;
   request.set_name("conv2d");
   inference::ModelStatisticsResponse response;
   const grpc::Status status = stub->ModelStatistics(&context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return client->CallStatus(status);
   if (json) return PrintJson(response, out);
   PrintStats(response, out);
   return absl::OkStatus();

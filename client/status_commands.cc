@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "client/human_format.h"
 #include "client/json_output.h"
 #include "client/table.h"
@@ -120,6 +121,58 @@ std::string RegistryLine(const GetStatusResponse& s) {
                       " budget");
 }
 
+// The transport security of one daemon in a few words: "plaintext", "tls", "mtls", plus
+// "+token" and "+admin" (a separate admin listener); "-" when the daemon does not report it.
+std::string SecuritySummary(const GetStatusResponse& s) {
+  if (!s.has_security()) return "-";
+  const sparkle::v1::SecurityStatus& sec = s.security();
+  std::string text = sec.mtls() ? "mtls" : sec.tls() ? "tls" : "plaintext";
+  if (sec.auth_tokens()) absl::StrAppend(&text, "+token");
+  if (sec.admin_listener()) absl::StrAppend(&text, "+admin");
+  if (sec.warnings_size() > 0) absl::StrAppend(&text, " (", sec.warnings_size(), " warning",
+                                               sec.warnings_size() == 1 ? "" : "s", ")");
+  return text;
+}
+
+// "security tls on, client certificates required ..." and the certificate/caller lines.
+void PrintSecurity(const GetStatusResponse& s, std::ostream& out) {
+  if (!s.has_security()) return;
+  const sparkle::v1::SecurityStatus& sec = s.security();
+  out << "security tls " << (sec.tls() ? "on" : "off");
+  if (sec.tls()) out << "  client certificates " << (sec.mtls() ? "required" : "not required");
+  out << "  tokens " << (sec.auth_tokens() ? "required" : "off") << "  admin listener "
+      << YesNo(sec.admin_listener()) << '\n';
+  if (!sec.certificate_subject().empty() || sec.certificate_not_after_unix_seconds() > 0) {
+    out << "  certificate "
+        << (sec.certificate_subject().empty() ? "-" : sec.certificate_subject());
+    if (sec.certificate_not_after_unix_seconds() > 0) {
+      const absl::Time not_after =
+          absl::UnixEpoch() + absl::Seconds(sec.certificate_not_after_unix_seconds());
+      const absl::Duration left = not_after - absl::Now();
+      out << "  expires " << absl::FormatTime("%Y-%m-%d %H:%M UTC", not_after, absl::UTCTimeZone())
+          << (left < absl::ZeroDuration()
+                  ? " (EXPIRED)"
+                  : left >= absl::Hours(48)
+                        ? absl::StrCat(" (in ", absl::ToInt64Hours(left) / 24, " days)")
+                        : absl::StrCat(" (in ", absl::ToInt64Hours(left), " hours)"));
+    }
+    out << '\n';
+  }
+  if (!sec.caller().empty() || !sec.caller_role().empty()) {
+    out << "  caller " << (sec.caller().empty() ? "-" : sec.caller()) << "  role "
+        << (sec.caller_role().empty() ? "-" : sec.caller_role()) << '\n';
+  }
+}
+
+// One "WARNING: ..." line per security warning (prefixed by the target for a fleet).
+void PrintSecurityWarnings(const GetStatusResponse& s, const std::string* target,
+                           std::ostream& out) {
+  for (const std::string& warning : s.security().warnings()) {
+    out << "WARNING: " << (target != nullptr ? absl::StrCat(*target, ": ") : "") << warning
+        << '\n';
+  }
+}
+
 void PrintOneStatus(const GetStatusResponse& status, std::ostream& out) {
   out << "sparkled " << status.version() << " (" << status.build() << ")";
   if (!status.listen_address().empty()) out << " at " << status.listen_address();
@@ -127,7 +180,10 @@ void PrintOneStatus(const GetStatusResponse& status, std::ostream& out) {
   out << "uptime " << HumanUptime(status.uptime_seconds()) << "  ready " << YesNo(status.ready())
       << "  draining " << YesNo(status.draining());
   if (!status.metrics_address().empty()) out << "  metrics " << status.metrics_address();
-  out << "\n\n";
+  out << '\n';
+  PrintSecurity(status, out);
+  PrintSecurityWarnings(status, nullptr, out);
+  out << '\n';
 
   TextTable devices(DeviceHeader(false));
   for (const auto& d : status.devices()) AddDeviceRow(&devices, nullptr, d);
@@ -230,11 +286,11 @@ absl::Status RunStatus(const SparkleClient::Options& connection, bool json, std:
   }
   TextTable table({"TARGET", "VERSION", "UPTIME", "READY", "DRAINING", "DEVICES", "IN FLIGHT",
                    "QUEUED", "ACCEPTED", "SUCCEEDED", "FAILED", "REJECTED", "CROSSOVER",
-                   "WEIGHTS", "ERROR"});
+                   "WEIGHTS", "SECURITY", "ERROR"});
   for (const DaemonStatus& d : daemons) {
     if (!d.status.ok()) {
       table.AddRow({d.target, "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-",
-                    StatusText(d.status.status())});
+                    "-", StatusText(d.status.status())});
       continue;
     }
     const GetStatusResponse& s = *d.status;
@@ -248,9 +304,12 @@ absl::Status RunStatus(const SparkleClient::Options& connection, bool json, std:
                   s.router().crossover_mflop() > 0
                       ? absl::StrFormat("%.1f MFLOP", s.router().crossover_mflop())
                       : "-",
-                  absl::StrCat(s.registry().weights()), ""});
+                  absl::StrCat(s.registry().weights()), SecuritySummary(s), ""});
   }
   table.Print(out);
+  for (const DaemonStatus& d : daemons) {
+    if (d.status.ok()) PrintSecurityWarnings(*d.status, &d.target, out);
+  }
   return FirstError(daemons);
 }
 

@@ -36,7 +36,7 @@ absl::StatusOr<std::unique_ptr<ControlCall>> Open(const SparkleClient::Options& 
   auto call = std::make_unique<ControlCall>();
   SPARKLE_ASSIGN_OR_RETURN(call->client, SparkleClient::Connect(connection));
   call->stub = Control::NewStub(call->client->channels().front());
-  call->context.set_deadline(absl::ToChronoTime(absl::Now() + connection.timeout));
+  call->client->PrepareContext(&call->context);  // deadline and bearer token
   return call;
 }
 
@@ -92,7 +92,7 @@ absl::Status RunWeightsRegister(const SparkleClient::Options& connection,
   } while (pos < data.size());
   writer->WritesDone();
   const grpc::Status status = writer->Finish();
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return call->client->CallStatus(status);
 
   if (options.json) return PrintJson(response, out);
   const sparkle::v1::WeightInfo& w = response.weight();
@@ -112,7 +112,7 @@ absl::Status RunWeightsList(const SparkleClient::Options& connection, bool json,
   sparkle::v1::ListWeightsResponse response;
   const grpc::Status status =
       call->stub->ListWeights(&call->context, sparkle::v1::ListWeightsRequest(), &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return call->client->CallStatus(status);
   if (json) return PrintJson(response, out);
   TextTable table({"WEIGHT_ID", "SHAPE", "BIAS", "BYTES", "IN_USE", "USES", "REGISTERED", "LABEL"});
   for (const sparkle::v1::WeightInfo& w : response.weights()) {
@@ -134,7 +134,7 @@ absl::Status RunWeightsRemove(const SparkleClient::Options& connection,
   request.set_weight_id(weight_id);
   sparkle::v1::UnregisterWeightsResponse response;
   const grpc::Status status = call->stub->UnregisterWeights(&call->context, request, &response);
-  if (!status.ok()) return FromGrpcStatus(status);
+  if (!status.ok()) return call->client->CallStatus(status);
   if (json) {
     out << "{\"weight_id\": " << JsonQuote(weight_id) << ", \"unregistered\": true}\n";
   } else {

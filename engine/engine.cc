@@ -62,6 +62,18 @@ absl::Status ValidateOptions(const EngineOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_job_bytes must be in [1, 2^50]; was ", o.max_job_bytes));
   }
+  if (!(o.max_job_gflop > 0 && o.max_job_gflop <= 1e9)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_job_gflop must be in (0, 1e9]; was ", o.max_job_gflop));
+  }
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"max_job_scratch_bytes", o.max_job_scratch_bytes},
+        {"max_inflight_bytes", o.max_inflight_bytes}}) {
+    if (value < (int64_t{1} << 20) || value > (int64_t{1} << 50)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(name, " must be in [1 MiB, 2^50]; was ", value));
+    }
+  }
   if (o.max_hashed_weight_bytes < 0 || o.max_hashed_weight_bytes > (int64_t{1} << 40)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "max_hashed_weight_bytes must be in [0, 2^40]; was ", o.max_hashed_weight_bytes));
@@ -106,6 +118,10 @@ absl::Status ValidateOptions(const EngineOptions& o) {
 constexpr double kDefaultCpuGflops = 50;
 constexpr double kDefaultGpuGflops = 5000;
 constexpr double kDefaultGpuTransferGbps = 10;
+// Largest slice of a large job run under one exclusive hold of the CPU pool (Impl::RunSliced):
+// ~60 ms at the ~330 GFLOP/s oneDNN reaches on big layers on the 2-core reference machine,
+// large enough that per-slice overhead (primitive lookup, a slice of the reorders) is noise.
+constexpr double kSliceFlops = 20e9;
 // See Impl::Place: at most 1 in 65 `auto` batches goes to a device for exploration.
 constexpr int64_t kExploreAfter = 64;
 
@@ -136,6 +152,10 @@ struct Engine::Impl {
   mutable absl::Mutex mu;
   // Accepted jobs whose done has not yet returned. Drain waits for it to reach 0.
   int64_t in_flight ABSL_GUARDED_BY(mu) = 0;
+  // Bytes held by live Admissions (max_inflight_bytes).
+  int64_t inflight_bytes ABSL_GUARDED_BY(mu) = 0;
+  // Small batches waiting for pool_mu; a sliced large job lets them in between its slices.
+  int64_t small_waiting ABSL_GUARDED_BY(mu) = 0;
   bool draining ABSL_GUARDED_BY(mu) = false;  // monotonic: false → true once
   EngineStats stats ABSL_GUARDED_BY(mu);
 
@@ -158,6 +178,50 @@ struct Engine::Impl {
   std::vector<int64_t> passed_over ABSL_GUARDED_BY(mu);
   // The most recently routed batch, for the crossover in Devices().
   std::optional<Conv2dParams> last_routed ABSL_GUARDED_BY(mu);
+
+  // The per-job limits that need the geometry only: RESOURCE_EXHAUSTED naming the flag.
+  absl::Status CheckCost(const Conv2dParams& p) const {
+    SPARKLE_RETURN_IF_ERROR(p.Validate());
+    const EngineOptions& o = options;
+    if (p.total_bytes() > o.max_job_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job needs ", p.total_bytes(), " bytes (input + weight + bias + output, FP32), above "
+          "the ", o.max_job_bytes, "-byte limit (raise it with --", o.max_job_bytes_flag, ")"));
+    }
+    if (p.flops() > o.max_job_gflop * 1e9) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job needs ", p.flops() * 1e-9, " GFLOP, above the ", o.max_job_gflop,
+          "-GFLOP limit per request (raise it with --", o.max_job_gflop_flag, ")"));
+    }
+    const int64_t limit = o.max_job_scratch_bytes;
+    // The padding alone (what a padded copy of the input adds to it): a few bytes of request
+    // can ask for gigabytes of it.
+    const int64_t padding_bytes = p.padded_input_bytes() - p.input_elements() * 4;
+    if (padding_bytes > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job's padding adds ", padding_bytes, " bytes to its input (N*C*(H+2*pad_h)*(W+2*pad_w)"
+          " - N*C*H*W floats), above the ", limit, "-byte scratch limit (raise it with --",
+          o.max_job_scratch_bytes_flag, ")"));
+    }
+    if (p.im2col_bytes() > limit / cpu->threads()) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job's im2col scratch (C/groups)*R*S*P*Q is ", p.im2col_bytes(), " bytes per thread (",
+          cpu->threads(), " threads), above the ", limit, "-byte scratch limit (raise it with --",
+          o.max_job_scratch_bytes_flag, ")"));
+    }
+    if (CpuBackend::PrimitiveBytes(p) > limit) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job's output width Q = ", p.q(), " needs about ", CpuBackend::PrimitiveBytes(p),
+          " bytes of oneDNN primitive tables (~2 KiB per output column), above the ", limit,
+          "-byte scratch limit (raise it with --", o.max_job_scratch_bytes_flag, ")"));
+    }
+    if (p.total_bytes() > o.max_inflight_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "job needs ", p.total_bytes(), " bytes, more than the whole ", o.max_inflight_bytes,
+          "-byte budget of jobs in flight (raise it with --", o.max_inflight_bytes_flag, ")"));
+    }
+    return absl::OkStatus();
+  }
 
   void WorkerLoop() {
     while (std::unique_ptr<Batch> batch = batcher->NextBatch()) {
@@ -335,11 +399,18 @@ struct Engine::Impl {
     const absl::Time start = options.batcher.clock->Now();
     absl::Status status;
     if (side_by_side) {
+      {
+        absl::MutexLock lock(&mu);
+        small_waiting++;
+      }
       absl::ReaderMutexLock lock(&pool_mu);
+      {
+        absl::MutexLock lock(&mu);
+        small_waiting--;
+      }
       status = cpu->Run(params, args, 1);
     } else {
-      absl::WriterMutexLock lock(&pool_mu);
-      status = cpu->Run(params, args, cpu->threads());
+      status = RunSliced(params, args);
     }
     const absl::Time end = options.batcher.clock->Now();
 
@@ -387,6 +458,35 @@ struct Engine::Impl {
       job->timestamps.device = -1;
       Complete(std::move(job), status);
     }
+  }
+
+  // A large job on every thread, in slices along N of at most kSliceFlops each (a whole image
+  // when one image is more): the pool is released between slices and small batches waiting
+  // for it (small_waiting) run first, so a large job delays a small one by one slice, not
+  // by the whole job. absl::Mutex is not FIFO: a thread that unlocks and locks again at once
+  // usually wins over the readers it woke, hence the wait for them below (bounded, so the
+  // large job still progresses under a stream of small ones).
+  absl::Status RunSliced(const Conv2dParams& params, const ConvArgs& args) {
+    const double per_image = params.flops() / static_cast<double>(params.n);
+    const int64_t slice_n = std::clamp<int64_t>(
+        static_cast<int64_t>(kSliceFlops / std::max(per_image, 1.0)), 1, params.n);
+    const int64_t in_per_image = params.input_elements() / params.n;
+    const int64_t out_per_image = params.output_elements() / params.n;
+    for (int64_t done_n = 0; done_n < params.n; done_n += slice_n) {
+      if (done_n > 0) {
+        absl::MutexLock lock(&mu);
+        auto none_waiting = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu) { return small_waiting == 0; };
+        mu.AwaitWithTimeout(absl::Condition(&none_waiting), absl::Milliseconds(20));
+      }
+      Conv2dParams slice = params;
+      slice.n = std::min(slice_n, params.n - done_n);
+      ConvArgs slice_args = args;
+      slice_args.input = args.input + done_n * in_per_image;
+      slice_args.output = args.output + done_n * out_per_image;
+      absl::WriterMutexLock lock(&pool_mu);
+      SPARKLE_RETURN_IF_ERROR(cpu->Run(slice, slice_args, cpu->threads()));
+    }
+    return absl::OkStatus();
   }
 
   // Opens the GPUs (or learns why there are none), seeds the rates, starts one dispatcher per
@@ -515,7 +615,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   SPARKLE_RETURN_IF_ERROR(ValidateOptions(options));
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  SPARKLE_ASSIGN_OR_RETURN(impl->cpu, CpuBackend::Create(options.cpu));
+  CpuBackend::Options cpu = options.cpu;  // the engine's scratch limit is the backend's
+  cpu.max_scratch_bytes = options.max_job_scratch_bytes;
+  cpu.max_scratch_bytes_flag = options.max_job_scratch_bytes_flag;
+  SPARKLE_ASSIGN_OR_RETURN(impl->cpu, CpuBackend::Create(cpu));
   SPARKLE_ASSIGN_OR_RETURN(impl->batcher, ShapeBatcher::Create(options.batcher));
   SPARKLE_ASSIGN_OR_RETURN(impl->registry, WeightRegistry::Create(options.weights));
   SPARKLE_RETURN_IF_ERROR(impl->OpenGpus());
@@ -542,19 +645,73 @@ Engine::~Engine() {
   impl_->batcher.reset();  // while the counters its completions touch are still alive
 }
 
+Engine::Admission::Admission(Admission&& o) noexcept
+    : impl_(std::exchange(o.impl_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+
+Engine::Admission& Engine::Admission::operator=(Admission&& o) noexcept {
+  if (this != &o) {
+    Admission old(std::move(*this));
+    impl_ = std::exchange(o.impl_, nullptr);
+    bytes_ = std::exchange(o.bytes_, 0);
+  }
+  return *this;
+}
+
+Engine::Admission::~Admission() {
+  if (impl_ == nullptr) return;
+  absl::MutexLock lock(&impl_->mu);
+  impl_->inflight_bytes -= bytes_;
+}
+
+absl::StatusOr<Engine::Admission> Engine::Admit(const Conv2dParams& params) {
+  absl::Status status = impl_->CheckCost(params);
+  absl::MutexLock lock(&impl_->mu);
+  if (status.ok()) {
+    const int64_t bytes = params.total_bytes();
+    if (impl_->inflight_bytes + bytes <= impl_->options.max_inflight_bytes) {
+      impl_->inflight_bytes += bytes;
+      Admission admission;
+      admission.impl_ = impl_.get();
+      admission.bytes_ = bytes;
+      return admission;
+    }
+    status = absl::ResourceExhaustedError(absl::StrCat(
+        "busy: ", impl_->inflight_bytes, " bytes of admitted jobs in flight plus this job's ",
+        bytes, " exceed the ", impl_->options.max_inflight_bytes,
+        "-byte budget (--", impl_->options.max_inflight_bytes_flag, "); retry later"));
+    status.SetPayload(kQueueFullPayload, absl::Cord("1"));
+  }
+  impl_->stats.jobs_rejected++;
+  return status;
+}
+
 absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
+  absl::StatusOr<Admission> admission = Admit((*job_ptr)->params);
+  if (!admission.ok()) return admission.status();
+  // Held by the job's done wrapper until the job completes.
+  auto held = std::make_shared<Admission>(std::move(*admission));
+  return SubmitAdmitted(job_ptr, *held, held);
+}
+
+absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr, const Admission& admission) {
+  return SubmitAdmitted(job_ptr, admission, nullptr);
+}
+
+absl::Status Engine::SubmitAdmitted(std::unique_ptr<Conv2dJob>* job_ptr,
+                                    const Admission& admission,
+                                    std::shared_ptr<Admission> held) {
   Conv2dJob& job = **job_ptr;
-  absl::Status status = job.params.Validate();
+  absl::Status status;
+  if (admission.impl_ != impl_.get() || admission.bytes_ < job.params.total_bytes()) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "job of ", job.params.total_bytes(), " bytes submitted with an admission of ",
+        admission.bytes_, " bytes from ", admission.impl_ == impl_.get() ? "this" : "another",
+        " engine"));
+  }
   if (status.ok() && job.registered_weight != nullptr) status = BindRegisteredWeight(&job);
   if (status.ok() && (job.input == nullptr || job.weight == nullptr || job.output == nullptr ||
                       (job.params.has_bias && job.bias == nullptr))) {
     status = absl::InvalidArgumentError("job has a null input, weight, bias or output buffer");
-  }
-  if (status.ok() && job.bytes() > impl_->options.max_job_bytes) {
-    status = absl::ResourceExhaustedError(absl::StrCat(
-        "job needs ", job.bytes(), " bytes (input + weight + bias + output, FP32), above the ",
-        impl_->options.max_job_bytes, "-byte limit (raise it with --",
-        impl_->options.max_job_bytes_flag, ")"));
   }
   if (status.ok() && !job.done) status = absl::InvalidArgumentError("job has no done callback");
   if (status.ok() && job.weight_key == 0 &&
@@ -584,9 +741,12 @@ absl::Status Engine::Submit(std::unique_ptr<Conv2dJob>* job_ptr) {
   // Every completion path (workers, and the batcher dropping expired or cancelled jobs) goes
   // through job.done, so the wrapper is where a job stops being in flight.
   auto user_done = std::make_shared<JobDone>(std::move(job.done));
-  job.done = [impl = impl_.get(), user_done](const absl::Status& s,
-                                             const ExecTimestamps& t) mutable {
+  job.done = [impl = impl_.get(), user_done, held](const absl::Status& s,
+                                                   const ExecTimestamps& t) mutable {
     impl->Count(s);
+    // The engine's own admission (Submit without one) ends with the job: returned before done
+    // runs, so that a caller who has seen done also sees the budget back.
+    held.reset();
     std::move (*user_done)(s, t);
     impl->Retire();
   };
@@ -631,6 +791,7 @@ EngineStats Engine::Stats() const {
   {
     absl::MutexLock lock(&impl_->mu);
     stats = impl_->stats;
+    stats.inflight_bytes = impl_->inflight_bytes;
   }
   stats.queue = impl_->batcher->Snapshot();
   return stats;

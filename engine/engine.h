@@ -37,6 +37,7 @@ struct EngineStats {
   int64_t batched_jobs = 0;    // jobs in executed batches (batched_jobs / batches = mean size)
   double gflop = 0;            // useful GFLOP of succeeded jobs
   double busy_seconds = 0;     // summed wall time of executed batches
+  int64_t inflight_bytes = 0;  // bytes held by admissions now (EngineOptions::max_inflight_bytes)
   QueueSnapshot queue;
 };
 
@@ -58,9 +59,31 @@ struct EngineOptions {
   // already runs them near peak at their own N; concatenating would add two copies of their
   // tensors) on every thread. In FLOP; range [0, 1e15]. 0: no job is small.
   double small_job_max_flops = 2e7;
+  // Largest cost of one job in GFLOP (Conv2dParams::flops, the direct algorithm). RESOURCE_EXHAUSTED
+  // above it (the message names `max_job_gflop_flag`), before anything is allocated. Range
+  // (0, 1e9]. The default admits every layer of the reference table at N=64 (the largest,
+  // vgg_3x3_224, is 237 GFLOP: ~0.7 s at the ~330 GFLOP/s oneDNN reaches on the 2-core
+  // reference machine, docs/performance.md); 500 GFLOP is ~1.5 s there.
+  double max_job_gflop = 500;
+  // Largest scratch one job may make the CPU backend hold besides its own tensors, in bytes:
+  // checked at Submit against the padded input (Conv2dParams::padded_input_bytes) and the
+  // im2col bound of every thread (Conv2dParams::im2col_bytes × threads), and by the backend
+  // against oneDNN's scratchpad + layout-reorder buffers once the primitive descriptor exists,
+  // before any buffer is allocated. RESOURCE_EXHAUSTED naming `max_job_scratch_bytes_flag`.
+  // Also bounds what a primitive may cost to create. Range [1 MiB, 2^50].
+  int64_t max_job_scratch_bytes = int64_t{512} << 20;
+  // Bytes (Conv2dJob::bytes: input + weight + bias + output) of admitted jobs that have not
+  // completed yet, queued and running together. Admission beyond it is the retryable
+  // queue-full RESOURCE_EXHAUSTED (IsQueueFull); a job larger than the whole budget is refused
+  // for good, naming `max_inflight_bytes_flag`. Range [1 MiB, 2^50]. The default keeps a
+  // daemon with default flags under 1 GiB RSS (docs/operations.md, "Memory bounds").
+  int64_t max_inflight_bytes = int64_t{512} << 20;
   // Names used in error messages so that users learn which flag raises a limit; a library
   // never reads flags itself.
   std::string max_job_bytes_flag = "max_job_bytes";
+  std::string max_job_gflop_flag = "max_job_gflop";
+  std::string max_job_scratch_bytes_flag = "max_job_scratch_bytes";
+  std::string max_inflight_bytes_flag = "max_inflight_bytes";
   // The weights registry (budget, persistence directory), created with the engine.
   WeightRegistry::Options weights;
 
@@ -90,7 +113,27 @@ struct EngineOptions {
 };
 
 class Engine {
+  struct Impl;
+
  public:
+  // A job's share of the in-flight budget (EngineOptions::max_inflight_bytes), held from
+  // before its buffers exist until it completes. Move-only; gives the bytes back when
+  // destroyed. Must not outlive the engine.
+  class Admission {
+   public:
+    Admission() = default;
+    Admission(Admission&& o) noexcept;
+    Admission& operator=(Admission&& o) noexcept;
+    ~Admission();
+    int64_t bytes() const { return bytes_; }
+
+   private:
+    friend class Engine;
+    Impl* impl_ = nullptr;
+    int64_t bytes_ = 0;
+  };
+
+
   // Validates the options (INVALID_ARGUMENT naming the field), creates the backend and starts
   // the worker threads.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const EngineOptions& options);
@@ -99,11 +142,23 @@ class Engine {
 
   // Takes the job iff OK (then job->done runs exactly once, later, on an engine thread).
   // Otherwise the job stays with the caller and done is not called: INVALID_ARGUMENT (params,
-  // null buffers), RESOURCE_EXHAUSTED (job too large, queue full), DEADLINE_EXCEEDED,
+  // null buffers), RESOURCE_EXHAUSTED (job too large or too costly: max_job_bytes,
+  // max_job_gflop, max_job_scratch_bytes; queue or in-flight budget full), DEADLINE_EXCEEDED,
   // UNAVAILABLE (draining, or the requested GPU latched unhealthy), FAILED_PRECONDITION (the
   // requested GPU does not exist; the message says why there is none). Thread-safe; never
   // blocks on compute.
   absl::Status Submit(std::unique_ptr<Conv2dJob>* job);
+
+  // Every check of Submit that needs the geometry alone (validity, max_job_bytes,
+  // max_job_gflop, max_job_scratch_bytes), then a reservation of params.total_bytes()
+  // in the in-flight budget (queue-full RESOURCE_EXHAUSTED when it has no room). A caller that
+  // allocates a job's buffers itself (the server's response) admits first, so that no buffer
+  // is made for a job that cannot run, then submits with the admission. Thread-safe.
+  absl::StatusOr<Admission> Admit(const Conv2dParams& params);
+  // Submit of a job admitted by Admit with the same params (INVALID_ARGUMENT otherwise).
+  // The caller keeps `admission` alive at least until the job's done has run (the server keeps
+  // it until the response is sent, so that the budget covers the response buffer).
+  absl::Status Submit(std::unique_ptr<Conv2dJob>* job, const Admission& admission);
 
   // Stops admission (UNAVAILABLE) and waits until every accepted job has completed or
   // `deadline` passes. OK when all completed, DEADLINE_EXCEEDED (naming how many are still in
@@ -122,7 +177,9 @@ class Engine {
 
  private:
   // Implementation details follow; API users need not read.
-  struct Impl;
+  // `held`, when set, is `admission` itself, owned by the job until it completes.
+  absl::Status SubmitAdmitted(std::unique_ptr<Conv2dJob>* job, const Admission& admission,
+                              std::shared_ptr<Admission> held);
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

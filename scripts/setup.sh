@@ -7,6 +7,8 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libdnnl-dev libssl-dev
+  # TLS (docs/operations.md, Security): the security tests make their certificates with it.
+  openssl
   libgtest-dev libgmock-dev
   # systemd integration (docs/operations.md): sd_notify for Type=notify and the watchdog;
   # systemd for `systemd-analyze verify` of deploy/sparkled.service in the deploy_files test.
@@ -17,6 +19,8 @@ PACKAGES=(
   # Metrics (docs/metrics.md): prometheus-cpp; the Prometheus server and curl for the scrape
   # test, which runs its own prometheus (the packaged service is kept from starting below).
   prometheus-cpp-dev prometheus curl
+  # Fuzzing (docs/operations.md#fuzzing, scripts/fuzz.sh): libFuzzer with clang-15.
+  clang-15 libfuzzer-15-dev
 )
 
 missing=()

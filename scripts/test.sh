@@ -9,4 +9,8 @@ scripts/setup.sh
 scripts/build.sh -DSPARKLE_BUILD_TESTS=ON -DSPARKLE_BUILD_BENCH=ON -DSPARKLE_GPU=emu
 # setup.sh installed prometheus, so the Prometheus scrape test must run, never skip.
 (cd build && SPARKLE_REQUIRE_PROMETHEUS=1 ctest --output-on-failure -j 2 --timeout 900 "$@")
+# The whole suite again under ASan+UBSan (build-asan), the engine tests under TSan (build-tsan).
+scripts/test_sanitizers.sh
 scripts/test_gpu_builds.sh
+# libFuzzer targets (tests/fuzz): their committed corpora, then 30 s of fuzzing each.
+scripts/fuzz.sh

@@ -6,9 +6,66 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "server/drainer.h"
+#include "server/status_convert.h"
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
+namespace {
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
+                                    const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// A client-streaming call refused before reading anything.
+class RefusedRegisterReactor final
+    : public grpc::ServerReadReactor<sparkle::v1::RegisterWeightsRequest> {
+ public:
+  explicit RefusedRegisterReactor(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+absl::StatusOr<CallIdentity> ControlService::Admit(grpc::CallbackServerContext* context,
+                                                   absl::string_view method,
+                                                   Access access) const {
+  if (security_.auth == nullptr) return CallIdentity{context->peer()};
+  return security_.auth->Check(context, method, access);
+}
+
+grpc::ServerReadReactor<sparkle::v1::RegisterWeightsRequest>* ControlService::RegisterWeights(
+    grpc::CallbackServerContext* context, sparkle::v1::RegisterWeightsResponse* response) {
+  if (absl::StatusOr<CallIdentity> caller =
+          Admit(context, "Control.RegisterWeights", Access::kAdmin);
+      !caller.ok()) {
+    return new RefusedRegisterReactor(caller.status());
+  }
+  return weights_.RegisterWeights(context, response);
+}
+
+grpc::ServerUnaryReactor* ControlService::ListWeights(
+    grpc::CallbackServerContext* context, const sparkle::v1::ListWeightsRequest* request,
+    sparkle::v1::ListWeightsResponse* response) {
+  if (absl::StatusOr<CallIdentity> caller = Admit(context, "Control.ListWeights", Access::kInfer);
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
+  return weights_.ListWeights(context, request, response);
+}
+
+grpc::ServerUnaryReactor* ControlService::UnregisterWeights(
+    grpc::CallbackServerContext* context, const sparkle::v1::UnregisterWeightsRequest* request,
+    sparkle::v1::UnregisterWeightsResponse* response) {
+  if (absl::StatusOr<CallIdentity> caller =
+          Admit(context, "Control.UnregisterWeights", Access::kAdmin);
+      !caller.ok()) {
+    return FinishNow(context, caller.status());
+  }
+  return weights_.UnregisterWeights(context, request, response);
+}
 
 ControlService::ControlService(Engine* engine, std::string listen_address)
     : engine_(engine), listen_address_(std::move(listen_address)), weights_(&engine->registry()) {}
@@ -16,6 +73,20 @@ ControlService::ControlService(Engine* engine, std::string listen_address)
 grpc::ServerUnaryReactor* ControlService::GetStatus(grpc::CallbackServerContext* context,
                                                     const sparkle::v1::GetStatusRequest*,
                                                     sparkle::v1::GetStatusResponse* response) {
+  absl::StatusOr<CallIdentity> caller = Admit(context, "Control.GetStatus", Access::kInfer);
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  sparkle::v1::SecurityStatus* security = response->mutable_security();
+  *security = security_.status;
+  if (security_.certificate != nullptr) {
+    const CertificateInfo cert = security_.certificate->current();
+    security->set_certificate_subject(cert.subject);
+    security->set_certificate_not_after_unix_seconds(absl::ToDoubleSeconds(
+        cert.not_after - absl::UnixEpoch()));
+  }
+  if (caller->authenticated) {
+    security->set_caller(caller->name);
+    security->set_caller_role(RoleName(caller->role));
+  }
   const EngineStats stats = engine_->Stats();
   const bool draining = engine_->draining();
 
@@ -85,24 +156,19 @@ ControlService::~ControlService() {
   for (std::thread& t : drain_threads_) t.join();
 }
 
-void ControlService::EnableDrain(Drainer* drainer, absl::Duration default_timeout,
-                                 bool unix_socket_only) {
+void ControlService::EnableDrain(Drainer* drainer, absl::Duration default_timeout) {
   drainer_ = drainer;
   default_drain_timeout_ = default_timeout;
-  drain_unix_socket_only_ = unix_socket_only;
 }
 
 grpc::ServerUnaryReactor* ControlService::Drain(grpc::CallbackServerContext* context,
                                                 const sparkle::v1::DrainRequest* request,
                                                 sparkle::v1::DrainResponse* response) {
+  absl::StatusOr<CallIdentity> caller = Admit(context, "Control.Drain", Access::kAdmin);
+  if (!caller.ok()) return FinishNow(context, caller.status());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   if (drainer_ == nullptr) {
     reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "drain is not enabled"));
-    return reactor;
-  }
-  if (drain_unix_socket_only_ && !absl::StartsWith(context->peer(), "unix:")) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                                 "Drain is only accepted on the --admin_listen UNIX socket"));
     return reactor;
   }
   const double seconds = request->timeout_seconds();
@@ -118,7 +184,7 @@ grpc::ServerUnaryReactor* ControlService::Drain(grpc::CallbackServerContext* con
       seconds == 0 ? default_drain_timeout_ : absl::Seconds(seconds);
   spdlog::info("Control.Drain from {}: health NOT_SERVING, no new requests, draining (budget "
                "{}); stop the daemon with SIGTERM / systemctl stop",
-               context->peer(), absl::FormatDuration(timeout));
+               caller->name, absl::FormatDuration(timeout));
   absl::MutexLock lock(&drain_threads_mu_);
   drain_threads_.emplace_back([this, reactor, response, timeout] {
     const DrainResult result = drainer_->Drain(absl::Now() + timeout);

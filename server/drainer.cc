@@ -50,6 +50,11 @@ DrainResult Drainer::Drain(absl::Time deadline) {
   return result;
 }
 
+void Drainer::StopAdvertising() {
+  absl::MutexLock lock(&mu_);
+  if (!stopped_) health_->Shutdown();
+}
+
 void Drainer::Stop() {
   absl::MutexLock lock(&mu_);
   stopped_ = true;

@@ -36,6 +36,11 @@ class Drainer {
   // passes, or Stop() is called. Jobs still running at the deadline keep running.
   DrainResult Drain(absl::Time deadline);
 
+  // Health goes NOT_SERVING for every service now while admission goes on (the preStop
+  // pattern: --drain_delay lets load balancers and endpoints move away before anything is
+  // refused). Idempotent; Drain does it too.
+  void StopAdvertising();
+
   // Makes every Drain call return now (and later ones at once), and returns when no caller is
   // still inside Drain. SparkleServer calls it before it destroys the engine.
   void Stop();

@@ -21,7 +21,15 @@ class InferReactor final : public grpc::ServerUnaryReactor {
   InferReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
   const CancelFlag& cancelled() const { return cancelled_; }
   void OnCancel() override { cancelled_->store(true, std::memory_order_relaxed); }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (accepted != nullptr) accepted->fetch_sub(1, std::memory_order_relaxed);
+    delete this;
+  }
+  // The job's share of the engine's in-flight budget, held until gRPC is done with the call
+  // (the response sent), so that the budget covers the response buffer too.
+  Engine::Admission admission;
+  // InferenceService::unsent_replies_ once the engine accepted the job; counted down here.
+  std::atomic<int64_t>* accepted = nullptr;
 
  private:
   CancelFlag cancelled_;
@@ -32,6 +40,14 @@ grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(status);
   return reactor;
+}
+
+// The caller's identity, or the refusal (server/call_auth.h).
+absl::StatusOr<CallIdentity> Authorize(const CallAuth* auth,
+                                       grpc::CallbackServerContext* context,
+                                       absl::string_view method) {
+  if (auth == nullptr) return CallIdentity{context->peer()};
+  return auth->Check(context, method, Access::kInfer);
 }
 
 absl::Time FromChrono(std::chrono::system_clock::time_point t) {
@@ -60,6 +76,20 @@ void InferenceService::RecordRejection(const absl::Status& status, bool queue_fu
   }
 }
 
+const absl::Status& InferenceService::Refuse(grpc::CallbackServerContext* context,
+                                             const absl::Status& status) {
+  const bool queue_full = IsQueueFull(status);
+  RecordRejection(status, queue_full);
+  if (queue_full) {
+    // gRPC's standard pushback trailer (A6 retry design: stock retry policies wait this long
+    // before their next attempt), and the older name as an alias.
+    const std::string pushback = absl::StrCat(options_.retry_after_ms);
+    context->AddTrailingMetadata("grpc-retry-pushback-ms", pushback);
+    context->AddTrailingMetadata("retry-after-ms", pushback);
+  }
+  return status;
+}
+
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
                                                        inference::ServerLiveResponse* response) {
@@ -70,21 +100,27 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
                                                         const inference::ServerReadyRequest*,
                                                         inference::ServerReadyResponse* response) {
-  response->set_ready(!engine_->draining());
+  response->set_ready(Ready());
   return FinishNow(context, grpc::Status::OK);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
                                                        const inference::ModelReadyRequest* request,
                                                        inference::ModelReadyResponse* response) {
+  if (auto caller = Authorize(options_.auth, context, "ModelReady"); !caller.ok()) {
+    return FinishNow(context, ToGrpcStatus(caller.status()));
+  }
   absl::Status status = CheckModel(request->name(), request->version());
-  if (status.ok()) response->set_ready(!engine_->draining());
+  if (status.ok()) response->set_ready(Ready());
   return FinishNow(context, ToGrpcStatus(status));
 }
 
 grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
     grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
+  if (auto caller = Authorize(options_.auth, context, "ServerMetadata"); !caller.ok()) {
+    return FinishNow(context, ToGrpcStatus(caller.status()));
+  }
   response->set_name("sparkled");
   response->set_version(SPARKLE_VERSION);
   response->add_extensions("schedule_policy");  // priority and timeout parameters
@@ -94,6 +130,9 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
+  if (auto caller = Authorize(options_.auth, context, "ModelMetadata"); !caller.ok()) {
+    return FinishNow(context, ToGrpcStatus(caller.status()));
+  }
   absl::Status status = CheckModel(request->name(), request->version());
   if (status.ok()) {
     response->set_name(kModelName);
@@ -110,6 +149,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
+  absl::StatusOr<CallIdentity> caller = Authorize(options_.auth, context, "ModelInfer");
+  if (!caller.ok()) return FinishNow(context, ToGrpcStatus(caller.status()));
   const absl::Time received = absl::Now();
   if (metrics_ != nullptr) {
     metrics_->RecordRequestBytes(static_cast<int64_t>(request->ByteSizeLong()));
@@ -122,6 +163,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     return FinishNow(context, ToGrpcStatus(parsed.status()));
   }
   const Conv2dParams& p = parsed->params;
+  // Admission (cost limits, in-flight budget) before the response buffer is allocated.
+  absl::StatusOr<Engine::Admission> admission = engine_->Admit(p);
+  if (!admission.ok()) return FinishNow(context, ToGrpcStatus(Refuse(context, admission.status())));
 
   response->set_model_name(kModelName);
   response->set_model_version(kModelVersion);
@@ -138,6 +182,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   output->resize(static_cast<size_t>(p.output_elements()) * sizeof(float));
 
   auto* reactor = new InferReactor;
+  reactor->admission = *std::move(admission);
   auto job = std::make_unique<Conv2dJob>();
   job->params = p;
   job->input = parsed->input;
@@ -149,6 +194,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   job->device = parsed->device;
   job->deadline = std::min(FromChrono(context->deadline()), absl::Now() + parsed->queue_timeout);
   job->cancelled = reactor->cancelled();
+  job->client = std::move(caller->name);
   const int64_t response_bytes = static_cast<int64_t>(output->size());
   job->done = [reactor, received, n = p.n, response_bytes, stats = stats_, metrics = metrics_](
                   const absl::Status& status, const ExecTimestamps& timestamps) {
@@ -164,14 +210,12 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     if (metrics != nullptr) metrics->RecordOutcome(outcome);
     reactor->Finish(ToGrpcStatus(status));
   };
-  absl::Status status = engine_->Submit(&job);
-  if (!status.ok()) {
-    const bool queue_full = IsQueueFull(status);
-    RecordRejection(status, queue_full);
-    if (queue_full) {
-      context->AddTrailingMetadata("retry-after-ms", absl::StrCat(options_.retry_after_ms));
-    }
-    reactor->Finish(ToGrpcStatus(status));
+  absl::Status status = engine_->Submit(&job, reactor->admission);
+  if (status.ok()) {
+    reactor->accepted = &unsent_replies_;
+    unsent_replies_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    reactor->Finish(ToGrpcStatus(Refuse(context, status)));
   }
   return reactor;
 }
@@ -179,6 +223,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* InferenceService::ModelConfig(
     grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
     inference::ModelConfigResponse* response) {
+  if (auto caller = Authorize(options_.auth, context, "ModelConfig"); !caller.ok()) {
+    return FinishNow(context, ToGrpcStatus(caller.status()));
+  }
   absl::Status status = CheckModel(request->name(), request->version());
   if (status.ok()) FillModelConfig(*engine_, response->mutable_config());
   return FinishNow(context, ToGrpcStatus(status));
@@ -187,6 +234,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelConfig(
 grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
     grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
     inference::ModelStatisticsResponse* response) {
+  if (auto caller = Authorize(options_.auth, context, "ModelStatistics"); !caller.ok()) {
+    return FinishNow(context, ToGrpcStatus(caller.status()));
+  }
   // Triton: an empty name means every model (here, the one).
   absl::Status status = request->name().empty() && request->version().empty()
                             ? absl::OkStatus()

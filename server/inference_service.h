@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
+#include "server/call_auth.h"
 #include "server/inference_stats.h"
 #include "server/request_parser.h"
 #include "server/server_metrics.h"
@@ -20,6 +21,9 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     ParseLimits limits;
     // Trailing-metadata hint sent with RESOURCE_EXHAUSTED for a full queue, in ms. [0, 60000].
     int64_t retry_after_ms = 20;
+    // Access check run first by every RPC except ServerLive and ServerReady (not owned; outlives
+    // the service). Null: every caller admitted, identified by its peer address.
+    const CallAuth* auth = nullptr;
   };
 
   // `engine`, `stats` and `metrics` are not owned and must outlive every request (the engine's
@@ -53,14 +57,30 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                             const inference::ModelStatisticsRequest* request,
                                             inference::ModelStatisticsResponse* response) override;
 
+  // ServerReady and ModelReady answer false from now on, while requests are still served
+  // (--drain_delay: load balancers move away before anything is refused).
+  void StopAdvertisingReady() { advertise_ready_.store(false, std::memory_order_relaxed); }
+
+  // Accepted ModelInfer calls whose reply gRPC has not finished sending (their reactor's OnDone
+  // has not run). A draining server waits for 0 before the process exits.
+  int64_t unsent_replies() const { return unsent_replies_.load(std::memory_order_relaxed); }
+
  private:
+  bool Ready() const {
+    return advertise_ready_.load(std::memory_order_relaxed) && !engine_->draining();
+  }
   // Counts a request refused before reaching the engine's queue.
   void RecordRejection(const absl::Status& status, bool queue_full);
+  // RecordRejection, plus the retry-pushback trailers when `status` is a retryable queue-full
+  // refusal. Returns `status`.
+  const absl::Status& Refuse(grpc::CallbackServerContext* context, const absl::Status& status);
 
   Engine* const engine_;
   const Options options_;
   InferenceStats* const stats_;
   ServerMetrics* const metrics_;
+  std::atomic<int64_t> unsent_replies_{0};
+  std::atomic<bool> advertise_ready_{true};
 };
 
 }  // namespace sparkle

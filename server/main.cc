@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -20,15 +21,36 @@ ABSL_FLAG(std::string, listen, "127.0.0.1:8001",
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{256} << 20,
           "largest request/response message in bytes, [4096, 2147483647]");
 ABSL_FLAG(std::string, admin_listen, "",
-          "optional UNIX socket unix:/path for admin calls; when set, Control.Drain is "
-          "refused elsewhere (needs a TCP --listen); empty: admin calls on --listen");
+          "optional second listener for admin calls (Drain, RegisterWeights, UnregisterWeights): "
+          "a UNIX socket unix:/path or a TCP host:port; when set, admin calls are refused on "
+          "--listen; default empty: admin calls on --listen");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate chain: with --tls_key_file turns on TLS on --listen and a TCP "
+          "--admin_listen; re-read when it changes; default empty (plaintext)");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key (unencrypted) of --tls_cert_file; both or neither; default empty");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: every client must present a certificate it signed (mTLS); needs "
+          "--tls_cert_file; default empty (no client certificate asked)");
+ABSL_FLAG(absl::Duration, tls_reload_interval, absl::Seconds(5),
+          "how often the TLS files are checked for a rotated certificate, [1s, 1h], whole "
+          "seconds; default 5s");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "bearer-token file, one token,name,role line each (role infer or admin), re-read "
+          "when it changes (~1 s); when set every RPC but health/ServerLive/ServerReady needs "
+          "'authorization: Bearer <token>'; default empty (no authentication)");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(30),
           "on SIGTERM/SIGINT, how long accepted work may take to finish, [0, 1h]");
+ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
+          "on SIGTERM/SIGINT, how long health stays NOT_SERVING while requests are still "
+          "served, before admission stops (load balancers move away first), [0, 1h]; default 0; "
+          "counts against the stop budget in addition to --drain_timeout");
 ABSL_FLAG(int, max_concurrent_streams, 64, "concurrent RPCs per client connection, [1, 65536]");
 ABSL_FLAG(int64_t, retry_after_ms, 20,
           "retry hint (trailing metadata retry-after-ms) sent when the queue is full, [0, 60000]");
-ABSL_FLAG(std::string, metrics_address, "0.0.0.0:8002",
-          "Prometheus endpoint host:port serving GET /metrics (port 0 picks a free one); empty "
+ABSL_FLAG(std::string, metrics_address, "127.0.0.1:8002",
+          "Prometheus endpoint host:port serving GET /metrics, plain HTTP without "
+          "authentication, no tensor data (port 0 picks a free one); default loopback; empty "
           "turns metrics off");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for compute; 0 = the CPUs this process may use (affinity and cgroup "
@@ -44,6 +66,15 @@ ABSL_FLAG(int64_t, max_queued_jobs, 4096, "jobs waiting at most, [1, 2^31]");
 ABSL_FLAG(int64_t, max_queued_bytes, int64_t{2} << 30, "bytes of waiting jobs at most, [1, 2^50]");
 ABSL_FLAG(int64_t, max_job_bytes, int64_t{1} << 30,
           "largest in + weight + bias + out bytes of one request, [1, 2^50]");
+ABSL_FLAG(double, max_job_gflop, 500,
+          "largest cost of one request in GFLOP (2*N*K*P*Q*C/groups*R*S), (0, 1e9]; above it "
+          "RESOURCE_EXHAUSTED before anything is allocated (500 GFLOP: ~1.5 s on 2 cores)");
+ABSL_FLAG(int64_t, max_job_scratch_bytes, int64_t{512} << 20,
+          "largest scratch of one request in bytes: its padded input, im2col bound x threads, "
+          "and oneDNN's scratchpad + layout buffers, [2^20, 2^50]");
+ABSL_FLAG(int64_t, max_inflight_bytes, int64_t{512} << 20,
+          "bytes (in + weight + bias + out) of admitted requests not yet answered, queued and "
+          "running, [2^20, 2^50]; beyond it RESOURCE_EXHAUSTED with a retry hint");
 ABSL_FLAG(double, small_job_max_mflop, 20,
           "requests below this many MFLOP batch together and run one thread each, side by side; "
           "larger ones run alone on every thread, [0, 1e9]");
@@ -52,6 +83,9 @@ ABSL_FLAG(int64_t, weights_budget_bytes, int64_t{2} << 30,
           "[0, 2^50]");
 ABSL_FLAG(std::string, weights_dir, "",
           "directory where weight registrations persist across restarts; empty: memory only");
+ABSL_FLAG(absl::Duration, weights_upload_idle_timeout, absl::Seconds(30),
+          "a RegisterWeights stream that sends no message for this long is finished "
+          "DEADLINE_EXCEEDED and its reserved bytes returned, [1ms, 1h]; default 30s");
 ABSL_FLAG(std::string, device, "auto",
           "where requests that say device=auto (or nothing) run: auto (the router predicts the "
           "fastest device per batch), cpu, gpu (the best healthy GPU) or gpu:N; a GPU policy "
@@ -86,7 +120,13 @@ sparkle::ServerOptions OptionsFromFlags() {
   o.listen_address = absl::GetFlag(FLAGS_listen);
   o.max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   o.admin_listen_address = absl::GetFlag(FLAGS_admin_listen);
+  o.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  o.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  o.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  o.tls_reload_interval = absl::GetFlag(FLAGS_tls_reload_interval);
+  o.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.drain_delay = absl::GetFlag(FLAGS_drain_delay);
   o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   o.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -99,9 +139,13 @@ sparkle::ServerOptions OptionsFromFlags() {
   e.batcher.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   e.batcher.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   e.max_job_bytes = absl::GetFlag(FLAGS_max_job_bytes);
+  e.max_job_gflop = absl::GetFlag(FLAGS_max_job_gflop);
+  e.max_job_scratch_bytes = absl::GetFlag(FLAGS_max_job_scratch_bytes);
+  e.max_inflight_bytes = absl::GetFlag(FLAGS_max_inflight_bytes);
   e.small_job_max_flops = absl::GetFlag(FLAGS_small_job_max_mflop) * 1e6;
   e.weights.budget_bytes = absl::GetFlag(FLAGS_weights_budget_bytes);
   e.weights.dir = absl::GetFlag(FLAGS_weights_dir);
+  e.weights.upload_idle_timeout = absl::GetFlag(FLAGS_weights_upload_idle_timeout);
   return o;
 }
 
@@ -188,12 +232,14 @@ int main(int argc, char** argv) {
                  absl::FormatDuration(options.drain_timeout));
     systemd.Stopping(absl::StrCat("stopping: draining (budget ",
                                   absl::FormatDuration(options.drain_timeout), ")"));
-    (*server)->Shutdown(absl::Now() + options.drain_timeout).IgnoreError();
+    // The drain, then exit without stopping gRPC (SparkleServer::DrainForExit says why): a
+    // client never sees CANCELLED for a call that was not accepted, only UNAVAILABLE.
+    (*server)->DrainForExit(absl::Now() + options.drain_timeout).IgnoreError();
+    systemd.StopWatchdog();
+    spdlog::info("sparkled stopped");
+    spdlog::shutdown();  // flushes
+    std::_Exit(0);
   });
-  (*server)->Wait();
-  signal_thread.join();
-  systemd.StopWatchdog();  // before the server it asks goes away
-  server->reset();
-  spdlog::info("sparkled stopped");
+  (*server)->Wait();  // never returns: the signal thread ends the process
   return 0;
 }

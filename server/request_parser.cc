@@ -169,7 +169,7 @@ absl::Status CheckShape(const InputTensor& t, int rank, absl::string_view layout
     if (d < 1 || d > Conv2dParams::kMaxDim) {
       return absl::InvalidArgumentError(absl::StrCat("input tensor '", t.name(), "' shape [",
                                                      absl::StrJoin(t.shape(), ", "),
-                                                     "] has a dimension outside [1, 2^31]"));
+                                                     "] has a dimension outside [1, 2^31 - 1]"));
     }
   }
   return absl::OkStatus();
@@ -349,11 +349,15 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
                                                      " of the weight"));
     }
   }
+  // The whole response message counts against gRPC's send limit, not just the output bytes:
+  // a response over it would be computed in full and then refused by gRPC.
   const int64_t output_bytes = p.output_elements() * 4;
-  if (output_bytes > limits.max_response_bytes) {
+  const int64_t response_bytes =
+      output_bytes + kResponseOverheadBytes + static_cast<int64_t>(request.id().size());
+  if (response_bytes > limits.max_response_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the output would be ", output_bytes, " bytes, above the ", limits.max_response_bytes,
-        "-byte message limit (raise it with --", limits.flag, ")"));
+        "the response would be ", response_bytes, " bytes (", output_bytes, " of output), above the ",
+        limits.max_response_bytes, "-byte message limit (raise it with --", limits.flag, ")"));
   }
   SPARKLE_RETURN_IF_ERROR(
       TensorData(request, *named.input, named.input_index, p.input_elements(), &out.input));

@@ -37,10 +37,16 @@ struct ParsedInferRequest {
   DeviceRequest device;
 };
 
+// Upper bound of a ModelInferResponse's bytes besides the output bytes and the request id:
+// model name and version, the output's name, datatype and shape (4 varints of at most 10
+// bytes), and the tags and length prefixes: at most 92 bytes by the protobuf wire format.
+inline constexpr int64_t kResponseOverheadBytes = 128;
+
 struct ParseLimits {
   // Largest request (serialized), in bytes; RESOURCE_EXHAUSTED naming `flag` above it.
   int64_t max_request_bytes = int64_t{256} << 20;
-  // Largest response the daemon may send, in bytes; RESOURCE_EXHAUSTED naming `flag` above it.
+  // Largest response the daemon may send, in bytes (the output, its metadata and the echoed
+  // request id: kResponseOverheadBytes); RESOURCE_EXHAUSTED naming `flag` above it.
   int64_t max_response_bytes = int64_t{256} << 20;
   std::string flag = "max_message_bytes";
 };

@@ -18,21 +18,41 @@ struct ServerOptions {
   // Largest request and response message, in bytes. Range [4 KiB, 2 GiB - 1] (protobuf's
   // ceiling). Requests above it get RESOURCE_EXHAUSTED naming --max_message_bytes.
   int64_t max_message_bytes = int64_t{256} << 20;
-  // Optional second listener for admin calls, a UNIX socket "unix:/path". When set, Control.Drain
-  // is refused (PERMISSION_DENIED) on every other connection, so only local users allowed to
-  // open the socket (file permissions) can drain. Requires a TCP listen_address. Empty: admin
-  // calls are accepted on listen_address like any other call.
+  // Optional second listener for admin calls (Drain, RegisterWeights, UnregisterWeights, ...): a
+  // UNIX socket "unix:/path" (access by file permissions) or a TCP host:port (e.g. a loopback or
+  // management-network address; TLS applies when on). When set, every admin call is refused
+  // (PERMISSION_DENIED naming --admin_listen) on listen_address. Must differ from listen_address.
+  // Empty: admin calls are accepted on listen_address like any other call.
   std::string admin_listen_address;
+  // TLS on the listeners (server/tls_credentials.h): PEM certificate chain and unencrypted PEM
+  // private key, both or neither (neither: plaintext). Re-read when they change.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // PEM CA bundle: when set (needs the two above), every client must present a certificate
+  // signed by it (mTLS).
+  std::string tls_client_ca_file;
+  // How often the TLS files are checked for a rotated certificate. Range [1 s, 1 h], whole
+  // seconds; a rotation reaches new connections within this interval (plus < 1 s).
+  absl::Duration tls_reload_interval = absl::Seconds(5);
+  // Bearer-token file `token,name,role` (server/token_file.h): when set, every RPC except
+  // health, ServerLive and ServerReady needs `authorization: Bearer <token>`, and admin calls
+  // role admin. Polled every second for changes. Empty: no authentication.
+  std::string auth_token_file;
   // How long SIGTERM/SIGINT waits for accepted work to finish before exiting. [0, 1 h].
   absl::Duration drain_timeout = absl::Seconds(30);
+  // On SIGTERM/SIGINT, how long health stays NOT_SERVING while requests are still admitted and
+  // served, before admission stops and the drain_timeout budget starts (load balancers and
+  // Kubernetes endpoints move away first). [0, 1 h]; 0: admission stops at once.
+  absl::Duration drain_delay = absl::ZeroDuration();
   // Concurrent RPCs per HTTP/2 connection (bounds memory for large messages: see
   // grpc-transport.md, 64 × 16 MiB on one connection collapses). Range [1, 65536].
   int max_concurrent_streams = 64;
   // Trailing-metadata retry hint with a queue-full RESOURCE_EXHAUSTED, in ms. [0, 60000].
   int64_t retry_after_ms = 20;
   // Prometheus endpoint, host:port (GET /metrics; port 0 picks a free one). Empty: metrics
-  // off (nothing recorded, no HTTP server). A port in use fails startup.
-  std::string metrics_address = "0.0.0.0:8002";
+  // off (nothing recorded, no HTTP server). A port in use fails startup. Plain HTTP, no
+  // authentication (counters only, no tensor data): loopback by default.
+  std::string metrics_address = "127.0.0.1:8002";
   EngineOptions engine;
   // Runs once when the first drain begins (SIGTERM or Control.Drain), after admission stopped;
   // main.cc reports it to systemd. May be empty. Runs on the draining thread; must not block.

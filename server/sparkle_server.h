@@ -23,6 +23,16 @@ class SparkleServer {
   // Blocks until Shutdown has completed.
   void Wait();
 
+  // SIGTERM in the daemon (main.cc): the drain of Shutdown (--drain_delay, health NOT_SERVING,
+  // admission stopped, accepted work finished by `deadline`), then at most 1 s more until gRPC
+  // has sent every accepted call's reply; the gRPC server is NOT stopped, and the caller exits
+  // the process right after. Calls arriving meanwhile are answered UNAVAILABLE by the draining
+  // engine, and calls still in flight when the process exits see the connection close:
+  // UNAVAILABLE as well. (gRPC 1.51's Server::Shutdown resets calls that reach it while it
+  // runs with CANCELLED, a code clients do not retry; Shutdown below has that window.)
+  // OK when all accepted work finished in time. Call at most once, and not with Shutdown.
+  absl::Status DrainForExit(absl::Time deadline);
+
   // Graceful stop: OK when all accepted work finished before `deadline`. Thread-safe,
   // idempotent (later calls return the first result).
   absl::Status Shutdown(absl::Time deadline);

@@ -1,5 +1,6 @@
 #include "server/weights_service.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -7,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "server/status_convert.h"
+#include "server/weights_header.h"
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
@@ -15,55 +17,71 @@ namespace {
 using sparkle::v1::RegisterWeightsRequest;
 using sparkle::v1::RegisterWeightsResponse;
 
-absl::StatusOr<WeightHeader> FromProto(const sparkle::v1::WeightsHeader& h) {
-  WeightHeader header;
-  header.label = h.label();
-  header.shape.assign(h.shape().begin(), h.shape().end());
-  header.datatype = h.datatype().empty() ? "FP32" : h.datatype();
-  if (h.bias().size() % sizeof(float) != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "header.bias is ", h.bias().size(), " bytes, not a whole number of FP32 values"));
-  }
-  header.bias.resize(h.bias().size() / sizeof(float));
-  std::memcpy(header.bias.data(), h.bias().data(), h.bias().size());
-  return header;
-}
+
+}  // namespace
 
 // One RegisterWeights call: reads messages until the client half-closes, feeding an upload.
-class RegisterReactor final : public grpc::ServerReadReactor<RegisterWeightsRequest> {
+// mu_ serialises the reactions with ExpireIfIdle (the watchdog thread); Finish is called once, by
+// whichever ends the call first. gRPC never runs OnDone inline from Finish or StartRead (1.51,
+// server_callback_handlers.h), so calling them with locks held cannot re-enter Untrack.
+class WeightsService::RegisterReactor final
+    : public grpc::ServerReadReactor<RegisterWeightsRequest> {
  public:
-  RegisterReactor(WeightRegistry* registry, grpc::CallbackServerContext* context,
+  RegisterReactor(WeightsService* service, grpc::CallbackServerContext* context,
                   RegisterWeightsResponse* response)
-      : registry_(registry), context_(context), response_(response) {
+      : service_(service), context_(context), response_(response) {
+    service_->Track(this);
+    absl::MutexLock lock(&mu_);
     StartRead(&request_);
   }
 
   void OnReadDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return;  // expired while this read was pending
     if (!ok) {  // the client half-closed, or the call was cancelled
-      End(Complete());
+      EndLocked(Complete());
       return;
     }
     absl::Status status = Consume();
     if (!status.ok()) {
-      End(status);
+      EndLocked(status);
       return;
     }
+    last_activity_ = absl::Now();  // after the work: hashing a large chunk is not idleness
     StartRead(&request_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    service_->Untrack(this);
+    delete this;
+  }
+
+  // Finishes the call with DEADLINE_EXCEEDED if no message arrived for `timeout`. Called by the
+  // watchdog with the service's lock held (which keeps this reactor alive: OnDone waits for it).
+  void ExpireIfIdle(absl::Time now, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || now - last_activity_ < timeout) return;
+    spdlog::warn("weights: RegisterWeights from {} sent nothing for {}; cancelled ({} bytes "
+                 "received)",
+                 context_->peer(), absl::FormatDuration(timeout),
+                 upload_ == nullptr ? 0 : upload_->received_bytes());
+    EndLocked(absl::DeadlineExceededError(absl::StrCat(
+        "RegisterWeights: no message for ", absl::FormatDuration(timeout),
+        " (--weights_upload_idle_timeout); the upload was cancelled and its bytes returned to "
+        "the budget; nothing registered")));
+  }
 
  private:
-  absl::Status Consume() {
+  absl::Status Consume() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (upload_ == nullptr) {
       if (!request_.has_header()) {
         return absl::InvalidArgumentError(
             "the first RegisterWeights message must carry the header (shape, datatype, bias)");
       }
-      absl::StatusOr<WeightHeader> header = FromProto(request_.header());
+      absl::StatusOr<WeightHeader> header = WeightHeaderFromProto(request_.header());
       if (!header.ok()) return header.status();
       absl::StatusOr<std::unique_ptr<WeightUpload>> upload =
-          registry_->BeginUpload(*std::move(header));
+          service_->registry_->BeginUpload(*std::move(header));
       if (!upload.ok()) return upload.status();
       upload_ = *std::move(upload);
     } else if (request_.has_header()) {
@@ -72,7 +90,7 @@ class RegisterReactor final : public grpc::ServerReadReactor<RegisterWeightsRequ
     return upload_->Append(request_.data());
   }
 
-  absl::Status Complete() {
+  absl::Status Complete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (context_->IsCancelled()) {
       return absl::CancelledError("the client cancelled the registration; nothing registered");
     }
@@ -80,25 +98,31 @@ class RegisterReactor final : public grpc::ServerReadReactor<RegisterWeightsRequ
       return absl::InvalidArgumentError("RegisterWeights got no messages (a header is required)");
     }
     absl::StatusOr<WeightRegistry::Registered> registered =
-        registry_->Finish(std::move(upload_));
+        service_->registry_->Finish(std::move(upload_));
     if (!registered.ok()) return registered.status();
     ToWeightInfo(*registered->weight, response_->mutable_weight());
     response_->set_already_registered(registered->already_registered);
     return absl::OkStatus();
   }
 
-  void End(const absl::Status& status) {
+  void EndLocked(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    finished_ = true;
     upload_.reset();  // returns its reservation now, not when gRPC gets round to OnDone
     if (!status.ok()) spdlog::debug("RegisterWeights failed: {}", status.ToString());
     Finish(ToGrpcStatus(status));
   }
 
-  WeightRegistry* const registry_;
+  WeightsService* const service_;
   grpc::CallbackServerContext* const context_;
   RegisterWeightsResponse* const response_;
-  RegisterWeightsRequest request_;
-  std::unique_ptr<WeightUpload> upload_;
+  absl::Mutex mu_;
+  RegisterWeightsRequest request_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<WeightUpload> upload_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_activity_ ABSL_GUARDED_BY(mu_) = absl::Now();
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
+
+namespace {
 
 grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
                                     const absl::Status& status) {
@@ -120,9 +144,43 @@ void ToWeightInfo(const RegisteredWeight& weight, sparkle::v1::WeightInfo* info)
   info->set_registered_unix_seconds(absl::ToDoubleSeconds(weight.registered_at() - absl::UnixEpoch()));
 }
 
+WeightsService::WeightsService(WeightRegistry* registry)
+    : registry_(registry), idle_timeout_(registry->options().upload_idle_timeout) {
+  watchdog_ = std::thread([this] { WatchIdleUploads(); });
+}
+
+WeightsService::~WeightsService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  watchdog_.join();
+}
+
+void WeightsService::Track(RegisterReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  uploads_.insert(reactor);
+}
+
+void WeightsService::Untrack(RegisterReactor* reactor) {
+  absl::MutexLock lock(&mu_);
+  uploads_.erase(reactor);
+}
+
+void WeightsService::WatchIdleUploads() {
+  // An idle stream is finished between timeout and timeout + one period after its last message.
+  const absl::Duration period =
+      std::clamp(idle_timeout_ / 4, absl::Milliseconds(1), absl::Seconds(1));
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stop_), period)) {
+    const absl::Time now = absl::Now();
+    for (RegisterReactor* reactor : uploads_) reactor->ExpireIfIdle(now, idle_timeout_);
+  }
+}
+
 grpc::ServerReadReactor<RegisterWeightsRequest>* WeightsService::RegisterWeights(
     grpc::CallbackServerContext* context, RegisterWeightsResponse* response) {
-  return new RegisterReactor(registry_, context, response);
+  return new RegisterReactor(this, context, response);
 }
 
 grpc::ServerUnaryReactor* WeightsService::ListWeights(grpc::CallbackServerContext* context,

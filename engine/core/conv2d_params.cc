@@ -42,7 +42,7 @@ absl::Status Conv2dParams::Validate() const {
   };
   for (const Dim& d : dims) {
     if (d.value < d.min) return Invalid(d.name, d.value, d.min == 0 ? ">= 0" : ">= 1");
-    if (d.value > kMaxDim) return Invalid(d.name, d.value, "<= 2^31");
+    if (d.value > kMaxDim) return Invalid(d.name, d.value, "<= 2^31-1");
   }
   if (c % groups != 0) {
     return absl::InvalidArgumentError(
@@ -52,8 +52,19 @@ absl::Status Conv2dParams::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("groups (", groups, ") must divide the output channels K (", k, ")"));
   }
-  // Every value is <= 2^31 here, so the padded extents and dilated kernels fit in int64.
+  // Every value is < 2^31 here, so the padded extents and dilated kernels fit in int64; they
+  // must also fit the int oneDNN computes them in.
   const int64_t span_h = dilation_h * (r - 1) + 1, span_w = dilation_w * (s - 1) + 1;
+  const struct {
+    const char* name;
+    int64_t value;
+  } extents[] = {{"padded input height H+2*pad_h", h + 2 * pad_h},
+                 {"padded input width W+2*pad_w", w + 2 * pad_w},
+                 {"dilated kernel height (R-1)*dilation_h+1", span_h},
+                 {"dilated kernel width (S-1)*dilation_w+1", span_w}};
+  for (const auto& e : extents) {
+    if (e.value > kMaxDim) return Invalid(e.name, e.value, "<= 2^31-1");
+  }
   if (span_h > h + 2 * pad_h) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kernel height R=", r, " (dilation ", dilation_h, ", extent ", span_h,
@@ -80,6 +91,16 @@ absl::Status Conv2dParams::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("output N*K*P*Q overflows: N=", n, " K=", k,
                                                    " P=", out_p, " Q=", out_q));
   }
+  if (!CheckedProduct({n, c, h + 2 * pad_h, w + 2 * pad_w, 4}, &elems)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("padded input N*C*(H+2*pad_h)*(W+2*pad_w) overflows: N=", n, " C=", c,
+                     " H+2*pad_h=", h + 2 * pad_h, " W+2*pad_w=", w + 2 * pad_w));
+  }
+  if (!CheckedProduct({c / groups, r, s, out_p, out_q, 4}, &elems)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("im2col (C/groups)*R*S*P*Q overflows: C/groups=", c / groups, " R=", r,
+                     " S=", s, " P=", out_p, " Q=", out_q));
+  }
   return absl::OkStatus();
 }
 
@@ -89,6 +110,12 @@ int64_t Conv2dParams::q() const { return OutDim(w, pad_w, dilation_w, s, stride_
 int64_t Conv2dParams::total_bytes() const {
   return 4 * (input_elements() + weight_elements() + bias_elements() + output_elements());
 }
+
+int64_t Conv2dParams::padded_input_bytes() const {
+  return 4 * n * c * (h + 2 * pad_h) * (w + 2 * pad_w);
+}
+
+int64_t Conv2dParams::im2col_bytes() const { return 4 * (c / groups) * r * s * p() * q(); }
 
 double Conv2dParams::flops() const {
   return 2.0 * static_cast<double>(n) * static_cast<double>(k) * static_cast<double>(p()) *

@@ -27,12 +27,15 @@ struct Conv2dParams {
   bool has_bias = false;
   Layout layout = Layout::kNCHW;
 
-  // Largest accepted value of any single dimension; keeps every derived size far from
-  // int64 overflow while allowing anything a real model uses.
-  static constexpr int64_t kMaxDim = int64_t{1} << 31;
+  // Largest accepted value of any single dimension and of every derived extent (padded input
+  // H+2*pad_h and W+2*pad_w, dilated kernel, P, Q): oneDNN computes these in a C int, so a
+  // larger value would fail descriptor creation (or wrap) instead of being refused here.
+  static constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
 
   // OK, or INVALID_ARGUMENT naming the first offending field and its value. Also checks that
-  // the element counts of input, weight and output fit in int64 without wrap-around.
+  // the element counts of input, weight and output, padded_input_bytes() and
+  // im2col_bytes() fit in int64 without wrap-around. Validity says nothing about cost: the
+  // engine bounds flops(), bytes and scratch separately (EngineOptions).
   absl::Status Validate() const;
 
   // Output height P and width Q. Require Validate().ok().
@@ -47,6 +50,12 @@ struct Conv2dParams {
   int64_t total_bytes() const;
   // Multiply-adds × 2 of the direct algorithm (the FLOP count every figure uses).
   double flops() const;
+  // Cost bounds of the memory a backend may need besides the job's own tensors (FP32 bytes):
+  // the input with its padding materialised, N*C*(H+2*pad_h)*(W+2*pad_w)*4, and one
+  // image-group's im2col matrix, (C/groups)*R*S*P*Q*4, the largest per-thread scratch of a
+  // gemm-based convolution. Require Validate().ok() (they cannot overflow then).
+  int64_t padded_input_bytes() const;
+  int64_t im2col_bytes() const;
 
   // benchdnn-like, e.g. "mb1_ic64ih56iw56_oc64kh3kw3_sh1sw1_ph1pw1_dh1dw1_g1_bias_nchw"; the
   // dilation is written as the dilation itself (dh1 = dense), unlike benchdnn's dh0.

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -54,6 +55,9 @@ struct Conv2dJob {
   absl::Time deadline = absl::InfiniteFuture();  // expired jobs complete DEADLINE_EXCEEDED
   int priority = 0;  // Triton semantics: 1 is the highest level, 0 the default (lowest here)
   CancelFlag cancelled;  // optional
+  // Who sent the job: the authenticated token name when the server checks tokens, else the
+  // peer address. Per-client fair scheduling keys on it; unused otherwise for now.
+  std::string client;
   JobDone done;
 
   ExecTimestamps timestamps;  // filled by the engine

@@ -32,6 +32,12 @@ using Md = dnnl::memory::desc;
 constexpr int kMaxThreads = 1024;
 constexpr int64_t kMaxWeightCacheBytes = int64_t{1} << 40;
 constexpr int64_t kMaxPrimitives = 65536;
+// What a cached primitive set holds, as measured on oneDNN 2.6 (brgconv, avx512_core, this
+// project's 2-core machine, /proc/self/status VmRSS around the first call): ~1.8 KiB per output
+// column Q whatever P, N or C (brgconv keeps per-column tables: 354 MiB at Q = 200001, 4 MiB
+// at Q = 1201), plus the JIT code and descriptors of a small primitive.
+constexpr int64_t kPrimitiveBytesPerOutputColumn = 2048;
+constexpr int64_t kPrimitiveBaseBytes = int64_t{64} << 10;
 
 // CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (containers
 // often get a quota below the visible CPU count, and oversubscribed OpenMP teams crawl).
@@ -132,6 +138,11 @@ class ScratchBuffer {
     }
     return data_.get();
   }
+  size_t size() const { return size_; }
+  void Release() {
+    data_.reset();
+    size_ = 0;
+  }
 
  private:
   static constexpr std::align_val_t kAlign{64};
@@ -147,6 +158,12 @@ class ScratchBuffer {
 // so concurrent calls (even of one primitive) never share them.
 struct ThreadScratch {
   ScratchBuffer src, weights, dst, scratchpad;
+  // Frees every buffer when together they hold more than `retain` bytes.
+  void Trim(int64_t retain) {
+    const size_t held = src.size() + weights.size() + dst.size() + scratchpad.size();
+    if (held <= static_cast<size_t>(retain)) return;
+    src.Release(), weights.Release(), dst.Release(), scratchpad.Release();
+  }
 };
 
 ThreadScratch& LocalScratch() {
@@ -180,6 +197,7 @@ struct PrimitiveSet {
   Md src, weights, dst;                       // the layouts the convolution chose
   Step conv, src_reorder, weights_reorder, dst_reorder;
   std::string impl;
+  int64_t bytes = 0;  // CpuBackend::PrimitiveBytes of its geometry: its weight in the LRU
 };
 
 dnnl::memory::dims Dims(std::initializer_list<int64_t> dims) { return dims; }
@@ -215,9 +233,45 @@ std::vector<ConvChoice> ConvChoices(const Conv2dParams& p, bool winograd) {
   return choices;
 }
 
-// The first of ConvChoices that oneDNN offers on this CPU; throws dnnl::error if none.
-dnnl::convolution_forward::primitive_desc MakeConvPd(const dnnl::engine& engine,
-                                                     const Conv2dParams& p, bool winograd) {
+// Bytes a call of `pd` needs besides the caller's tensors: the scratchpad and a buffer per
+// operand whose layout differs from the caller's plain one.
+int64_t ScratchBytes(const dnnl::convolution_forward::primitive_desc& pd, const Md& user_src,
+                     const Md& user_weights, const Md& user_dst) {
+  int64_t bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
+  if (pd.src_desc() != user_src) bytes += static_cast<int64_t>(pd.src_desc().get_size());
+  if (pd.weights_desc() != user_weights) bytes += static_cast<int64_t>(pd.weights_desc().get_size());
+  if (pd.dst_desc() != user_dst) bytes += static_cast<int64_t>(pd.dst_desc().get_size());
+  return bytes;
+}
+
+// The caller's plain layouts of p.
+Tag PlainTag(const Conv2dParams& p) { return p.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw; }
+Md UserWeights(const Conv2dParams& p) {
+  return Md(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
+                         : Dims({p.k, p.c, p.r, p.s}),
+            dnnl::memory::data_type::f32, p.groups > 1 ? Tag::goihw : Tag::oihw);
+}
+
+// oneDNN's refusal to build a descriptor, as a status: geometry it calls invalid is the
+// caller's error (INVALID_ARGUMENT), never INTERNAL.
+absl::Status DescriptorError(const dnnl::error& e, const Conv2dParams& p) {
+  const std::string message =
+      absl::StrCat("oneDNN cannot build a convolution for ", p.ToString(), ": ", e.what());
+  switch (e.status) {
+    case dnnl_unimplemented:
+      return absl::UnimplementedError(message);
+    case dnnl_out_of_memory:
+      return absl::ResourceExhaustedError(message);
+    default:
+      return absl::InvalidArgumentError(message);
+  }
+}
+
+// The first of ConvChoices that oneDNN offers on this CPU and whose scratch (ScratchBytes) is
+// at most `max_scratch` bytes. Only descriptors are made here: nothing large is allocated.
+absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
+    const dnnl::engine& engine, const Conv2dParams& p, bool winograd, int64_t max_scratch,
+    const std::string& max_scratch_flag) {
   const auto src_dims = Dims({p.n, p.c, p.h, p.w});
   const auto dst_dims = Dims({p.n, p.k, p.p(), p.q()});
   const Md weights(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
@@ -227,23 +281,46 @@ dnnl::convolution_forward::primitive_desc MakeConvPd(const dnnl::engine& engine,
   const auto strides = Dims({p.stride_h, p.stride_w});
   const auto dilates = Dims({p.dilation_h - 1, p.dilation_w - 1});  // oneDNN: 0 = dense
   const auto pads = Dims({p.pad_h, p.pad_w});
-  const std::vector<ConvChoice> choices = ConvChoices(p, winograd);
-  for (size_t i = 0;; ++i) {
-    const Md src(src_dims, dnnl::memory::data_type::f32, choices[i].layout);
-    const Md dst(dst_dims, dnnl::memory::data_type::f32, choices[i].layout);
+  const Md user_src(src_dims, dnnl::memory::data_type::f32, PlainTag(p));
+  const Md user_dst(dst_dims, dnnl::memory::data_type::f32, PlainTag(p));
+  const Md user_weights = UserWeights(p);
+  std::vector<ConvChoice> choices = ConvChoices(p, winograd);
+  // Plain layouts last: oneDNN's gemm-based kernels, which need no reorder buffers, for when
+  // the blocked layouts' buffers (channels padded to 16) exceed the scratch limit.
+  choices.push_back({dnnl::algorithm::convolution_direct, PlainTag(p)});
+  absl::Status last;
+  int64_t smallest = -1;
+  for (const ConvChoice& choice : choices) {
+    const Md src(src_dims, dnnl::memory::data_type::f32, choice.layout);
+    const Md dst(dst_dims, dnnl::memory::data_type::f32, choice.layout);
     try {
-      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, choices[i].algorithm,
+      dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, choice.algorithm,
                                            src, weights, bias, dst, strides, dilates, pads, pads);
-      return dnnl::convolution_forward::primitive_desc(desc, UserScratchpad(), engine);
-    } catch (const dnnl::error&) {
-      if (i + 1 == choices.size()) throw;  // the last choice's reason is the one to report
+      dnnl::convolution_forward::primitive_desc pd(desc, UserScratchpad(), engine);
+      const int64_t bytes = ScratchBytes(pd, user_src, user_weights, user_dst);
+      if (bytes <= max_scratch) return pd;
+      if (smallest < 0 || bytes < smallest) smallest = bytes;
+    } catch (const dnnl::error& e) {
+      last = DescriptorError(e, p);
     }
   }
+  if (smallest >= 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        p.ToString(), " needs at least ", smallest, " bytes of scratch (oneDNN scratchpad and "
+        "layout buffers), above the ", max_scratch, "-byte limit (raise it with --",
+        max_scratch_flag, ")"));
+  }
+  return last;
 }
 
-PrimitiveSet MakePrimitiveSet(const dnnl::engine& engine, const Conv2dParams& p, bool winograd) {
-  const auto pd = MakeConvPd(engine, p, winograd);
-  const Tag plain = p.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw;
+absl::StatusOr<PrimitiveSet> MakePrimitiveSet(const dnnl::engine& engine, const Conv2dParams& p,
+                                              bool winograd, int64_t max_scratch,
+                                              const std::string& max_scratch_flag) {
+  absl::StatusOr<dnnl::convolution_forward::primitive_desc> made =
+      MakeConvPd(engine, p, winograd, max_scratch, max_scratch_flag);
+  if (!made.ok()) return made.status();
+  const dnnl::convolution_forward::primitive_desc& pd = *made;
+  const Tag plain = PlainTag(p);
   PrimitiveSet set;
   set.user_src = Md(pd.src_desc().dims(), dnnl::memory::data_type::f32, plain);
   set.user_dst = Md(pd.dst_desc().dims(), dnnl::memory::data_type::f32, plain);
@@ -323,6 +400,7 @@ struct CpuBackend::Impl {
   using PrimitiveLru = std::list<std::pair<std::string, std::shared_ptr<const PrimitiveSet>>>;
   PrimitiveLru primitives ABSL_GUARDED_BY(mu);
   std::unordered_map<std::string, PrimitiveLru::iterator> primitive_index ABSL_GUARDED_BY(mu);
+  int64_t primitive_bytes ABSL_GUARDED_BY(mu) = 0;  // sum of the cached sets' `bytes`
   // Keyed by (weight_key, reordered layout): the layout holds the weight dims, and batches of
   // any size or thread count whose convolutions pick one layout share one entry.
   using WeightLru = std::list<std::shared_ptr<const CachedWeights>>;
@@ -341,7 +419,8 @@ struct CpuBackend::Impl {
   }
   // The primitives for p at `threads`, from the cache or built (with no lock held). The
   // caller has set the OpenMP team size to `threads`.
-  std::shared_ptr<const PrimitiveSet> Primitives(const Conv2dParams& p, int threads, bool winograd);
+  absl::StatusOr<std::shared_ptr<const PrimitiveSet>> Primitives(const Conv2dParams& p,
+                                                                 int threads, bool winograd);
   // The cached reordered weights for (weight_key, layout) if their plain bytes equal `plain`.
   std::shared_ptr<const CachedWeights> FindWeights(uint64_t weight_key, const Md& layout,
                                                    const float* plain, int64_t elements);
@@ -358,8 +437,8 @@ struct CpuBackend::Impl {
                                                        const ConvArgs& args, dnnl::stream& stream);
 };
 
-std::shared_ptr<const PrimitiveSet> CpuBackend::Impl::Primitives(const Conv2dParams& p, int threads,
-                                                                 bool winograd) {
+absl::StatusOr<std::shared_ptr<const PrimitiveSet>> CpuBackend::Impl::Primitives(
+    const Conv2dParams& p, int threads, bool winograd) {
   std::string key = absl::StrCat(p.ToString(), "_t", threads, winograd ? "_wino" : "");
   {
     absl::MutexLock lock(&mu);
@@ -369,14 +448,31 @@ std::shared_ptr<const PrimitiveSet> CpuBackend::Impl::Primitives(const Conv2dPar
       return it->second->second;
     }
   }
-  auto set = std::make_shared<const PrimitiveSet>(MakePrimitiveSet(engine, p, winograd));
+  if (PrimitiveBytes(p) > options.max_scratch_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        p.ToString(), ": an output width of ", p.q(), " needs about ", PrimitiveBytes(p),
+        " bytes of oneDNN primitive tables (~2 KiB per output column), above the ",
+        options.max_scratch_bytes, "-byte limit (raise it with --",
+        options.max_scratch_bytes_flag, ")"));
+  }
+  absl::StatusOr<PrimitiveSet> made = MakePrimitiveSet(
+      engine, p, winograd, options.max_scratch_bytes, options.max_scratch_bytes_flag);
+  if (!made.ok()) return made.status();
+  made->bytes = PrimitiveBytes(p);
+  auto set = std::make_shared<const PrimitiveSet>(*std::move(made));
   spdlog::debug("cpu backend: {} at {} threads runs {}", p.ToString(), threads, set->impl);
   absl::MutexLock lock(&mu);
   auto [it, inserted] = primitive_index.try_emplace(key);
   if (!inserted) return it->second->second;  // another thread built it meanwhile
   primitives.emplace_front(std::move(key), set);
   it->second = primitives.begin();
-  while (static_cast<int64_t>(primitives.size()) > options.max_primitives) {
+  primitive_bytes += set->bytes;
+  // Bounded in count and in bytes; the newest entry stays even when it alone is over the byte
+  // budget (it is evicted by the next insertion), so a call's own set is never built twice.
+  while (primitives.size() > 1 &&
+         (static_cast<int64_t>(primitives.size()) > options.max_primitives ||
+          primitive_bytes > options.max_primitive_bytes)) {
+    primitive_bytes -= primitives.back().second->bytes;
     primitive_index.erase(primitives.back().first);
     primitives.pop_back();
   }
@@ -504,6 +600,23 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Options& op
     return absl::InvalidArgumentError(absl::StrCat("max_primitives must be in [1, ", kMaxPrimitives,
                                                    "]; was ", options.max_primitives));
   }
+  if (options.max_scratch_bytes < (int64_t{1} << 20) ||
+      options.max_scratch_bytes > (int64_t{1} << 50)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_scratch_bytes must be in [1 MiB, 2^50]; was ", options.max_scratch_bytes));
+  }
+  if (options.scratch_retain_bytes < 0 || options.scratch_retain_bytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scratch_retain_bytes must be in [0, 2^40]; was ", options.scratch_retain_bytes));
+  }
+  if (options.max_primitive_bytes < (int64_t{1} << 20) ||
+      options.max_primitive_bytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_primitive_bytes must be in [1 MiB, 2^40]; was ", options.max_primitive_bytes));
+  }
+  // Our LRU is the only primitive cache: oneDNN's own (process-wide, 1024 entries by default)
+  // would keep a second reference to the primitives ours evicts, and with them their memory.
+  dnnl::set_primitive_cache_capacity(0);
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->threads = options.threads > 0 ? options.threads : AvailableCpus();
@@ -520,13 +633,18 @@ int CpuBackend::threads() const { return impl_->threads; }
 
 std::string CpuBackend::Isa() const { return IsaName(dnnl::get_effective_cpu_isa()); }
 
+int64_t CpuBackend::PrimitiveBytes(const Conv2dParams& p) {
+  return kPrimitiveBaseBytes + kPrimitiveBytesPerOutputColumn * p.q();
+}
+
 absl::Status CpuBackend::Supports(const Conv2dParams& p) const {
   SPARKLE_RETURN_IF_ERROR(p.Validate());
   ScopedOmpThreads omp_threads(impl_->threads);
   return CatchAll(p, [&] {
-    // Direct with layouts `any`, the last choice, is the one every other choice falls back to.
-    MakeConvPd(impl_->engine, p, /*winograd=*/false);
-    return absl::OkStatus();
+    // Without Winograd: the choices every Winograd call falls back to.
+    return MakeConvPd(impl_->engine, p, /*winograd=*/false, impl_->options.max_scratch_bytes,
+                      impl_->options.max_scratch_bytes_flag)
+        .status();
   });
 }
 
@@ -539,7 +657,9 @@ absl::StatusOr<std::string> CpuBackend::ImplementationName(const Conv2dParams& p
   ScopedOmpThreads omp_threads(threads);
   return CatchAll(p, [&]() -> absl::StatusOr<std::string> {
     // As run for weights with a weight_key, the case a server sees in steady state.
-    return impl_->Primitives(p, threads, impl_->Winograd(p, /*weight_key=*/1))->impl;
+    SPARKLE_ASSIGN_OR_RETURN(auto set,
+                             impl_->Primitives(p, threads, impl_->Winograd(p, /*weight_key=*/1)));
+    return set->impl;
   });
 }
 
@@ -555,10 +675,10 @@ absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int th
         absl::StrCat("null input, weight, output or (with has_bias) bias for ", p.ToString()));
   }
   ScopedOmpThreads omp_threads(threads);
-  return CatchAll(p, [&] {
+  absl::Status status = CatchAll(p, [&]() -> absl::Status {
     Impl& impl = *impl_;
-    const std::shared_ptr<const PrimitiveSet> set =
-        impl.Primitives(p, threads, impl.Winograd(p, args.weight_key));
+    SPARKLE_ASSIGN_OR_RETURN(const std::shared_ptr<const PrimitiveSet> set,
+                             impl.Primitives(p, threads, impl.Winograd(p, args.weight_key)));
     ThreadScratch& scratch = LocalScratch();
     dnnl::stream stream(impl.engine);
     dnnl::memory src = UserMemory(set->user_src, impl.engine, args.input);
@@ -587,6 +707,8 @@ absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int th
     stream.wait();
     return absl::OkStatus();
   });
+  LocalScratch().Trim(impl_->options.scratch_retain_bytes);
+  return status;
 }
 
 }  // namespace sparkle

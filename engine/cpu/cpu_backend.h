@@ -5,7 +5,8 @@
 // a lookup compares the plain bytes, so a hash collision can never return foreign weights), or,
 // for registered weights, kept in the caller's PrepackedWeights store (no compare, no eviction);
 // temporary buffers (layout reorders, scratchpad) live in per-thread scratch that grows to the
-// largest size seen and is reused, so steady-state calls allocate nothing and touch no fresh pages.
+// largest size seen and is reused, so steady-state calls allocate nothing and touch no fresh
+// pages; scratch beyond Options::scratch_retain_bytes is freed after the call that needed it.
 #pragma once
 
 #include <cstdint>
@@ -49,8 +50,24 @@ class CpuBackend {
     // Bytes of weights kept across calls (LRU), counting the reordered copy and the plain copy a
     // lookup compares. Range [0, 2^40]; 0 disables the cache.
     int64_t weight_cache_bytes = int64_t{256} << 20;
-    // Cached primitive sets (LRU). Range [1, 65536].
+    // Cached primitive sets (LRU), bounded in count, range [1, 65536], and in bytes as
+    // PrimitiveBytes estimates them, range [1 MiB, 2^40]. oneDNN's own primitive cache, which
+    // would hold a second reference to evicted primitives, is turned off at Create (it is
+    // process-wide).
     int64_t max_primitives = 1024;
+    int64_t max_primitive_bytes = int64_t{256} << 20;
+    // Largest scratch of one call, in bytes: oneDNN's scratchpad plus the layout-reorder
+    // buffers of src, dst and uncached weights. Checked once the primitive descriptor exists,
+    // before the primitive or any buffer is made; when oneDNN's preferred (blocked) layouts
+    // need more, the next choice (plain layouts) is tried, and with none left the call is
+    // RESOURCE_EXHAUSTED naming `max_scratch_bytes_flag`. Range [1 MiB, 2^50]. The engine sets
+    // it from EngineOptions::max_job_scratch_bytes.
+    int64_t max_scratch_bytes = int64_t{512} << 20;
+    std::string max_scratch_bytes_flag = "max_job_scratch_bytes";
+    // Per-thread scratch kept across calls so that steady-state calls touch no fresh pages; a
+    // call whose scratch grew beyond it frees that thread's scratch when it returns, so the
+    // memory of one large call is not kept for good. Bytes per thread, range [0, 2^40].
+    int64_t scratch_retain_bytes = int64_t{64} << 20;
   };
 
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Options& options);
@@ -62,14 +79,20 @@ class CpuBackend {
 
   // Computes one convolution on the calling thread with `threads` OpenMP threads (1..threads()).
   // Thread-safe: several threads may run at once; no lock is held while computing.
-  // INVALID_ARGUMENT for invalid params, null pointers or threads out of range; UNIMPLEMENTED if
-  // oneDNN cannot run p, RESOURCE_EXHAUSTED when out of memory, INTERNAL if oneDNN fails.
+  // INVALID_ARGUMENT for invalid params (or geometry oneDNN refuses as invalid), null pointers
+  // or threads out of range; UNIMPLEMENTED if oneDNN cannot run p, RESOURCE_EXHAUSTED when out
+  // of memory or above max_scratch_bytes, INTERNAL if oneDNN fails.
   absl::Status Run(const Conv2dParams& p, const ConvArgs& args, int threads);
 
   // The oneDNN implementation chosen for p at `threads` threads when the weights have a
   // weight_key, e.g. "brgconv:avx512_core" or "jit_fp32_wino_2x3:avx512_core" (creates and
   // caches the primitive if needed).
   absl::StatusOr<std::string> ImplementationName(const Conv2dParams& p, int threads);
+
+  // Estimated bytes a cached primitive set for p holds (oneDNN's brgconv keeps tables per
+  // output column: ~2 KiB × Q, measured), so that a client cannot fill memory with primitives of
+  // absurd widths: the engine bounds it per job like scratch, the cache in total.
+  static int64_t PrimitiveBytes(const Conv2dParams& p);
 
   int threads() const;       // resolved Options::threads
   std::string Isa() const;   // the ISA oneDNN dispatches to, e.g. "avx512_core"

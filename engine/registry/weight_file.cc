@@ -131,6 +131,13 @@ absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
     if (header.shape.empty() || header.shape[0] < 1 || header.shape[0] > (int64_t{1} << 31)) {
       return DataLoss(path, "bad shape");
     }
+    // The file must hold the bias it declares before anything is allocated for it: a header
+    // line can claim 2^31 values (8 GiB) in a file of a few bytes.
+    const std::streampos here = in.tellg();
+    in.seekg(0, std::ios::end);
+    const std::streamoff left = in.tellg() - here;
+    in.seekg(here);
+    if (here < 0 || left < header.shape[0] * 4) return DataLoss(path, "truncated bias");
     header.bias.resize(static_cast<size_t>(header.shape[0]));
     if (!in.read(reinterpret_cast<char*>(header.bias.data()),
                  static_cast<std::streamsize>(header.bias.size() * 4))) {

@@ -21,6 +21,11 @@ absl::Status ValidateOptions(const WeightRegistry::Options& o) {
     return absl::InvalidArgumentError(
         absl::StrCat(o.budget_flag, " must be in [0, 2^50]; was ", o.budget_bytes));
   }
+  if (o.upload_idle_timeout < absl::Milliseconds(1) || o.upload_idle_timeout > absl::Hours(1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(o.upload_idle_timeout_flag, " must be in [1ms, 1h]; was ",
+                     absl::FormatDuration(o.upload_idle_timeout)));
+  }
   return absl::OkStatus();
 }
 

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/core/memory_budget.h"
 #include "engine/registry/registered_weight.h"
@@ -42,8 +43,13 @@ class WeightRegistry {
     int64_t budget_bytes = int64_t{2} << 30;
     // Directory for persistence (created if missing); empty: registrations live in memory only.
     std::string dir;
+    // How long an upload may receive nothing before whatever feeds it (the RegisterWeights RPC,
+    // server/weights_service.h) cancels it, returning its reservation and its buffer. Range
+    // [1 ms, 1 h]. The registry itself only validates it.
+    absl::Duration upload_idle_timeout = absl::Seconds(30);
     // Names used in error messages (a library never reads flags itself).
     std::string budget_flag = "weights_budget_bytes";
+    std::string upload_idle_timeout_flag = "weights_upload_idle_timeout";
   };
 
   struct Registered {

@@ -9,11 +9,11 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/core/conv2d_params.h"
 
 namespace sparkle {
 namespace {
 
-constexpr int64_t kMaxDim = int64_t{1} << 31;
 constexpr size_t kMaxLabelBytes = 1024;
 // Versions the hashed layout below; a change of layout must change it.
 constexpr char kHashTag[] = "sparkle.weights.v1";
@@ -43,10 +43,10 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
   }
   int64_t elements = 1;
   for (int64_t d : header.shape) {
-    if (d < 1 || d > kMaxDim) {
+    if (d < 1 || d > Conv2dParams::kMaxDim) {
       return absl::InvalidArgumentError(absl::StrCat("weights shape [",
                                                      absl::StrJoin(header.shape, ", "),
-                                                     "] has a dimension outside [1, 2^31]"));
+                                                     "] has a dimension outside [1, 2^31 - 1]"));
     }
     if (elements > (int64_t{1} << 60) / d) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -63,13 +63,19 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
     return absl::InvalidArgumentError(absl::StrCat("label is ", header.label.size(),
                                                    " bytes; at most ", kMaxLabelBytes));
   }
-  const int64_t bytes = elements * 4 + static_cast<int64_t>(header.bias.size()) * 4;
-  if (budget != nullptr && !budget->TryReserve(bytes)) {
+  const int64_t bias_bytes = static_cast<int64_t>(header.bias.size()) * 4;
+  const int64_t bytes = elements * 4 + bias_bytes;
+  // Only the bias is reserved now; the weight bytes are reserved as they arrive (Append), so a
+  // stalled upload holds what it sent, not what it declared. A tensor that cannot fit in what is
+  // free now is refused at once rather than after its bytes were sent.
+  if (budget != nullptr && (bytes > budget->limit() - budget->used() ||
+                            !budget->TryReserve(bias_bytes))) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the weights registry has no room for ", bytes, " bytes: ", budget->used(), " of ",
         budget->limit(), " bytes are used (unregister weights, or raise --", budget_flag, ")"));
   }
-  auto upload = std::unique_ptr<WeightUpload>(new WeightUpload(std::move(header), budget, bytes));
+  auto upload = std::unique_ptr<WeightUpload>(new WeightUpload(
+      std::move(header), budget, bias_bytes, std::string(budget_flag)));
   try {
     upload->weight_ = AllocateAligned(elements);
   } catch (const std::bad_alloc&) {
@@ -84,16 +90,18 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
   EVP_MD_CTX* ctx = upload->hasher_->ctx;
   if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
       EVP_DigestUpdate(ctx, prefix.data(), prefix.size()) != 1 ||
-      EVP_DigestUpdate(ctx, upload->header_.bias.data(), upload->header_.bias.size() * 4) != 1) {
+      (!upload->header_.bias.empty() &&  // data() of an empty vector may be null
+       EVP_DigestUpdate(ctx, upload->header_.bias.data(), upload->header_.bias.size() * 4) != 1)) {
     return absl::InternalError("OpenSSL SHA-256 initialisation failed");
   }
   return upload;
 }
 
 WeightUpload::WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget,
-                           int64_t reserved)
+                           int64_t reserved, std::string budget_flag)
     : header_(std::move(header)),
       budget_(std::move(budget)),
+      budget_flag_(std::move(budget_flag)),
       reserved_(reserved),
       weight_bytes_(0),
       hasher_(std::make_unique<Hasher>()) {}
@@ -112,12 +120,23 @@ absl::Status WeightUpload::Append(absl::string_view bytes) {
         "] declares: ", weight_bytes_, " bytes expected, ", received_ + bytes.size(),
         " received"));
   }
+  if (bytes.empty()) return absl::OkStatus();  // memcpy's pointers may then be null
+  const int64_t size = static_cast<int64_t>(bytes.size());
+  if (budget_ != nullptr && !budget_->TryReserve(size)) return NoRoom(size);
+  reserved_ += size;
   std::memcpy(reinterpret_cast<char*>(weight_.get()) + received_, bytes.data(), bytes.size());
   if (EVP_DigestUpdate(hasher_->ctx, bytes.data(), bytes.size()) != 1) {
     return absl::InternalError("OpenSSL SHA-256 update failed");
   }
-  received_ += static_cast<int64_t>(bytes.size());
+  received_ += size;
   return absl::OkStatus();
+}
+
+absl::Status WeightUpload::NoRoom(int64_t bytes) const {
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "the weights registry has no room for ", bytes, " more bytes of this upload (", received_,
+      " of ", weight_bytes_, " received): ", budget_->used(), " of ", budget_->limit(),
+      " bytes are used (unregister weights, or raise --", budget_flag_, ")"));
 }
 
 absl::StatusOr<std::string> WeightUpload::Digest() {

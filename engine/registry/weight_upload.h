@@ -1,8 +1,10 @@
 // WeightUpload: one weight tensor arriving in chunks (e.g. a client-streaming RPC), hashed as it
-// comes. Begin validates the header and reserves the tensor's bytes in the registry's budget
-// before anything is allocated; Append checks that no more than the declared bytes arrive;
-// Digest checks that all of them did. Dropping an upload that was not made into a
-// RegisteredWeight registers nothing and returns its reservation.
+// comes. Begin validates the header, refuses a tensor larger than the budget's free room at that
+// moment, and reserves only the bias bytes; Append reserves each chunk's bytes in the registry's
+// budget as they arrive (so a header that declares a huge tensor and then sends nothing holds
+// nothing of the budget), and checks that no more than the declared bytes arrive; Digest checks
+// that all of them did. Dropping an upload that was not made into a RegisteredWeight registers
+// nothing and returns its reservation.
 #pragma once
 
 #include <array>
@@ -30,7 +32,8 @@ struct WeightHeader {
 class WeightUpload {
  public:
   // INVALID_ARGUMENT for a bad header (rank, dims, datatype other than FP32, bias size, label
-  // length); RESOURCE_EXHAUSTED (naming --`budget_flag`) when the bytes do not fit in `budget`.
+  // length); RESOURCE_EXHAUSTED (naming --`budget_flag`) when the declared bytes do not fit in
+  // what `budget` has free now, or the bias bytes cannot be reserved.
   static absl::StatusOr<std::unique_ptr<WeightUpload>> Begin(WeightHeader header,
                                                              std::shared_ptr<MemoryBudget> budget,
                                                              absl::string_view budget_flag);
@@ -38,8 +41,10 @@ class WeightUpload {
   WeightUpload(const WeightUpload&) = delete;
   WeightUpload& operator=(const WeightUpload&) = delete;
 
-  // The next slice of the weight bytes (little-endian FP32, row-major), any size.
-  // INVALID_ARGUMENT when it would go past the declared size.
+  // The next slice of the weight bytes (little-endian FP32, row-major), any size (empty is a
+  // no-op). INVALID_ARGUMENT when it would go past the declared size; RESOURCE_EXHAUSTED (naming
+  // the budget flag) when its bytes do not fit in the budget (other uploads or registrations
+  // took the room since Begin); the upload is unchanged after an error.
   absl::Status Append(absl::string_view bytes);
 
   // The content id, "sha256:" + 64 lowercase hex digits, over a version tag, the shape, the bias
@@ -54,14 +59,18 @@ class WeightUpload {
   const WeightHeader& header() const { return header_; }
   int64_t total_bytes() const { return weight_bytes_; }  // declared weight bytes
   int64_t received_bytes() const { return received_; }
+  int64_t reserved_bytes() const { return reserved_; }  // held in the budget now
 
  private:
   struct Hasher;
-  WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget, int64_t reserved);
+  WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget, int64_t reserved,
+               std::string budget_flag);
+  absl::Status NoRoom(int64_t bytes) const;  // RESOURCE_EXHAUSTED naming budget_flag_
 
   WeightHeader header_;
   std::shared_ptr<MemoryBudget> budget_;
-  int64_t reserved_;  // weight + bias bytes held in budget_ until Build or destruction
+  std::string budget_flag_;
+  int64_t reserved_;  // bias + received weight bytes held in budget_ until Build or destruction
   int64_t weight_bytes_;
   int64_t received_ = 0;
   AlignedFloats weight_;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "client/bench.h"
@@ -172,6 +173,14 @@ class FakeControl final : public sparkle::v1::Control::Service {
     q->set_bytes(3 << 20);
     response->set_jobs_accepted(45);
     response->set_mean_batch_size(1.5);
+    auto* security = response->mutable_security();
+    security->set_tls(true);
+    security->set_auth_tokens(true);
+    security->add_warnings("tokens are sent to a non-loopback listener");
+    security->set_certificate_subject("CN=sparkled.test");
+    security->set_certificate_not_after_unix_seconds(1e9);  // 2001: long expired
+    security->set_caller("ci");
+    security->set_caller_role("infer");
     return grpc::Status::OK;
   }
 };
@@ -244,12 +253,34 @@ TEST_F(CommandsTest, StatusPrintsATableAndJson) {
   EXPECT_THAT(table.str(), HasSubstr("2.5"));  // 10 GFLOP / 4 s
   EXPECT_THAT(table.str(), HasSubstr("ic16oc16_ih32kh3ph1_iw32kw3pw1"));
   EXPECT_THAT(table.str(), HasSubstr("mean batch size 1.50"));
+  EXPECT_THAT(table.str(), HasSubstr("security tls on  client certificates not required  "
+                                     "tokens required  admin listener no"));
+  EXPECT_THAT(table.str(), HasSubstr("certificate CN=sparkled.test  expires 2001-09-09"));
+  EXPECT_THAT(table.str(), HasSubstr("(EXPIRED)"));
+  EXPECT_THAT(table.str(), HasSubstr("caller ci  role infer"));
+  EXPECT_THAT(table.str(), HasSubstr("\nWARNING: tokens are sent to a non-loopback listener\n"));
 
   std::ostringstream json;
   ASSERT_TRUE(RunStatus(connection_, /*json=*/true, json).ok());
   EXPECT_THAT(json.str(), HasSubstr("\"version\": \"0.1.0-test\""));
   EXPECT_THAT(json.str(), HasSubstr("\"draining\": false"));  // defaults printed too
   EXPECT_THAT(json.str(), HasSubstr("\"jobs_accepted\": \"45\""));  // uint64 as a string
+  EXPECT_THAT(json.str(), HasSubstr("\"caller_role\": \"infer\""));
+  EXPECT_THAT(json.str(), HasSubstr("tokens are sent to a non-loopback listener"));
+}
+
+// A list of daemons (the same fake twice): the SECURITY column is compact, the warnings follow
+// the table, one line per daemon and warning.
+TEST_F(CommandsTest, FleetStatusShowsSecurityCompactly) {
+  SparkleClient::Options fleet = connection_;
+  fleet.target = absl::StrCat(connection_.target, ",", connection_.target);
+  std::ostringstream out;
+  ASSERT_TRUE(RunStatus(fleet, /*json=*/false, out).ok());
+  EXPECT_THAT(out.str(), HasSubstr("SECURITY"));
+  EXPECT_THAT(out.str(), HasSubstr("tls+token (1 warning)"));
+  EXPECT_THAT(out.str(), HasSubstr(absl::StrCat("WARNING: ", connection_.target,
+                                                ": tokens are sent to a non-loopback listener")));
+  EXPECT_THAT(out.str(), Not(HasSubstr("caller")));  // the details stay in single-daemon status
 }
 
 TEST_F(CommandsTest, InferSendsGeneratedTensorsAndWritesTheOutput) {

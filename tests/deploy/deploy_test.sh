@@ -43,4 +43,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 sed "s#/usr/local/bin/sparkled#$sparkled#" "$unit" > "$tmp/sparkled.service"
 systemd-analyze verify "$tmp/sparkled.service"
-echo "deploy: flags consistent, unit verified"
+# The unit with the security drop-in (deploy/sparkled-tls.conf): its flags exist, and verify
+# accepts the combination (it reads drop-ins next to the unit it is given).
+for f in $(grep -oP '^Environment=FLAGS_\K[a-z0-9_]+' "$src/deploy/sparkled-tls.conf"); do
+  if ! grep -qx "$f" <<<"$flags"; then
+    echo "deploy/sparkled-tls.conf sets FLAGS_$f, which is not a sparkled flag"
+    exit 1
+  fi
+done
+mkdir "$tmp/sparkled.service.d"
+cp "$src/deploy/sparkled-tls.conf" "$tmp/sparkled.service.d/tls.conf"
+systemd-analyze verify "$tmp/sparkled.service"
+echo "deploy: flags consistent, unit verified (also with deploy/sparkled-tls.conf)"

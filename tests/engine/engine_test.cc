@@ -283,5 +283,125 @@ TEST(EngineTest, InvalidOptionsAreRejectedByName) {
   EXPECT_EQ(Engine::Create(options).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The cost limits are checked from the geometry alone, before any buffer exists: the params
+// below would need gigabytes, and no buffer is ever made for them.
+TEST(EngineTest, AdmitRefusesCostlyJobsNamingTheFlag) {
+  EngineOptions options;
+  options.max_job_gflop = 1;
+  options.max_job_scratch_bytes = 8 << 20;
+  options.max_inflight_bytes = 16 << 20;
+  auto engine = MakeEngine(options);
+  struct Case {
+    const char* name;
+    Conv2dParams params;
+    const char* flag;
+  };
+  Conv2dParams flops = Small();  // 2 GFLOP, a few KB
+  flops.c = flops.k = 1024, flops.h = flops.w = 8;
+  Conv2dParams padded{.pad_w = 1 << 21};  // 16 MiB padded input, 16 MiB output
+  Conv2dParams im2col{.c = 256, .h = 64, .w = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  Conv2dParams bytes{.h = 1024, .w = 1024, .k = 8};  // 36 MiB of tensors, 4 MiB of im2col
+  const Case cases[] = {{"flops", flops, "--max_job_gflop"},
+                        {"padded extent", padded, "--max_job_scratch_bytes"},
+                        {"im2col per thread", im2col, "--max_job_scratch_bytes"},
+                        {"larger than the in-flight budget", bytes, "--max_inflight_bytes"}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::StatusOr<Engine::Admission> a = engine->Admit(c.params);
+    ASSERT_EQ(a.status().code(), absl::StatusCode::kResourceExhausted) << a.status();
+    EXPECT_THAT(std::string(a.status().message()), HasSubstr(c.flag));
+    EXPECT_FALSE(IsQueueFull(a.status()));  // can never fit: not retryable
+  }
+  Conv2dParams bad = Small();
+  bad.stride_w = int64_t{1} << 31;  // passed validation once and came back INTERNAL
+  EXPECT_EQ(engine->Admit(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Stats().inflight_bytes, 0);
+}
+
+TEST(EngineTest, InflightBudgetIsRetryableAndReleasedOnCompletion) {
+  EngineOptions options;
+  options.max_inflight_bytes = 1 << 20;
+  auto engine = MakeEngine(options);
+  Conv2dParams p{.h = 256, .w = 256};  // 512 KiB of tensors
+  absl::StatusOr<Engine::Admission> first = engine->Admit(p);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->bytes(), p.total_bytes());
+  absl::StatusOr<Engine::Admission> second = engine->Admit(p);
+  ASSERT_FALSE(second.ok());  // 2 x 512 KiB + 8 > 1 MiB
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(IsQueueFull(second.status()));
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("--max_inflight_bytes"));
+  EXPECT_EQ(engine->Stats().inflight_bytes, p.total_bytes());
+
+  // A job submitted with the admission runs; the budget is the admission holder's until it
+  // lets go (the server: when the response is sent).
+  TestJob t(p, 3);
+  auto job = t.Make();
+  ASSERT_TRUE(engine->Submit(&job, *first).ok());
+  t.done.WaitForNotification();
+  ASSERT_TRUE(t.status.ok()) << t.status;
+  EXPECT_LT(t.Error(), 1e-5);
+  EXPECT_EQ(engine->Stats().inflight_bytes, p.total_bytes());
+  *first = Engine::Admission();
+  EXPECT_EQ(engine->Stats().inflight_bytes, 0);
+
+  // Submit without an admission holds one until done has run.
+  TestJob u(p, 4);
+  job = u.Make();
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  u.done.WaitForNotification();
+  ASSERT_TRUE(u.status.ok());
+  absl::StatusOr<Engine::Admission> again = engine->Admit(p);  // room again
+  EXPECT_TRUE(again.ok()) << again.status();
+
+  // An admission too small for the job is a caller bug.
+  Conv2dParams bigger = p;
+  bigger.k = 2;
+  TestJob v(bigger, 5);
+  job = v.Make();
+  EXPECT_EQ(engine->Submit(&job, *again).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(job, nullptr);
+}
+
+// A large job (every thread, exclusive) is run in slices of N; a small job submitted while it
+// runs gets the pool between two slices instead of waiting for the whole job.
+TEST(EngineTest, SmallJobIsNotBlockedByALargeOne) {
+  EngineOptions options;
+  options.max_inflight_bytes = int64_t{1} << 30;
+  auto engine = MakeEngine(options);
+  // resnet_3x3_14 at N=256: 59 GFLOP in 3 slices of <= 20 GFLOP, 51 MB in and out.
+  Conv2dParams big{.n = 256, .c = 256, .h = 14, .w = 14, .k = 256, .r = 3, .s = 3, .pad_h = 1,
+                   .pad_w = 1};
+  std::vector<float> in(big.input_elements(), 0.5f), w(big.weight_elements(), 0.25f),
+      out(big.output_elements());
+  absl::Notification big_done;
+  absl::Time big_end;
+  auto job = std::make_unique<Conv2dJob>();
+  job->params = big;
+  job->input = in.data(), job->weight = w.data(), job->output = out.data();
+  job->done = [&](const absl::Status& s, const ExecTimestamps& t) {
+    EXPECT_TRUE(s.ok()) << s;
+    big_end = t.compute_end;
+    big_done.Notify();
+  };
+  ASSERT_TRUE(engine->Submit(&job).ok());
+  // Polls until a worker has taken the big job (the queue is empty), then sends a small one.
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (engine->Stats().queue.jobs > 0 && absl::Now() < give_up) std::this_thread::yield();
+  TestJob small(Small(), 9);
+  auto small_job = small.Make();
+  const absl::Time sent = absl::Now();
+  ASSERT_TRUE(engine->Submit(&small_job).ok());
+  small.done.WaitForNotification();
+  const absl::Time small_end = absl::Now();
+  big_done.WaitForNotification();
+  ASSERT_TRUE(small.status.ok());
+  EXPECT_LT(small.Error(), 1e-5);
+  EXPECT_LT(small_end, big_end) << "the small job waited for the whole large job";
+  EXPECT_LT(small_end - sent, absl::Seconds(2));
+  EXPECT_NEAR(out[0], 0.5f * 0.25f * 256 * 4, 1e-3);  // corner: 2x2 valid taps x 256 channels
+  EXPECT_NEAR(out.back(), 0.5f * 0.25f * 256 * 4, 1e-3);
+}
+
 }  // namespace
 }  // namespace sparkle

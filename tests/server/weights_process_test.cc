@@ -279,6 +279,68 @@ TEST_F(WeightsProcessTest, RegistrationErrorsHaveTheirCodesAndRegisterNothing) {
   EXPECT_TRUE(good.status.ok()) << good.status.error_message();
 }
 
+// A registration without a bias (an empty header.bias) once memcpy'd from a null pointer
+// (undefined behaviour; UBSan halts the daemon): it must register and serve like any other.
+TEST_F(WeightsProcessTest, RegistrationWithoutBiasServesByIdAndMatchesTheOracle) {
+  Start({});
+  Layer layer(8, 8, 8, 3, 1, /*bias=*/false, 14);
+  Registration reg = Register(*control_, layer.WeightShape(), layer.weight, {}, 512);
+  ASSERT_TRUE(reg.status.ok()) << reg.status.error_message();
+  EXPECT_FALSE(reg.response.weight().has_bias());
+  ModelInferResponse resp;
+  grpc::Status s = Infer(channel_, layer.Request(reg.response.weight().weight_id()), &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(layer.Check(resp), "");
+}
+
+// A stream that declares almost the whole budget and then sends nothing must not block other
+// registrations (bytes are reserved as they arrive); a stream that sent part of its bytes and
+// stalls holds only those, and is finished DEADLINE_EXCEEDED after the idle timeout, which
+// returns them to the budget.
+TEST_F(WeightsProcessTest, StalledRegistrationStreamsDoNotHoldTheBudget) {
+  Start({"--weights_budget_bytes=100000", "--weights_upload_idle_timeout=1s"});
+  Layer small(8, 8, 8, 3, 1, /*bias=*/true, 15);  // 2304 + 32 bytes
+  auto open_stream = [&](int64_t k, size_t data_bytes, grpc::ClientContext* ctx,
+                         sparkle::v1::RegisterWeightsResponse* response) {
+    auto writer = control_->RegisterWeights(ctx, response);
+    sparkle::v1::RegisterWeightsRequest m;
+    for (int64_t d : {k, int64_t{1}, int64_t{1}, int64_t{1}}) m.mutable_header()->add_shape(d);
+    m.set_data(std::string(data_bytes, '\1'));
+    EXPECT_TRUE(writer->Write(m));
+    return writer;
+  };
+  // 1. Header only, declaring 99 KB of the 100 KB budget, then silence.
+  auto ctx1 = Context();
+  sparkle::v1::RegisterWeightsResponse r1;
+  auto held = open_stream(24750, 0, ctx1.get(), &r1);
+  Registration other = Register(*control_, small.WeightShape(), small.weight, small.bias, 512);
+  EXPECT_TRUE(other.status.ok()) << other.status.error_message();
+  // 2. A stream that sent 80 KB and stalls: a 30 KB registration does not fit meanwhile...
+  auto ctx2 = Context();
+  sparkle::v1::RegisterWeightsResponse r2;
+  auto stalled = open_stream(22000, 80000, ctx2.get(), &r2);  // declares 88 KB
+  for (int i = 0; i < 100 && List(*control_).bytes() < 80000; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const std::vector<float> w30k(7500, 0.5f);
+  Registration refused = Register(*control_, {7500, 1, 1, 1}, w30k, {});
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
+      << refused.status.error_message();
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("--weights_budget_bytes"));
+  // ...and both idle streams are finished by the daemon after --weights_upload_idle_timeout.
+  const absl::Time start = absl::Now();
+  const grpc::Status s1 = held->Finish();  // returns when the daemon ends the call
+  const grpc::Status s2 = stalled->Finish();
+  EXPECT_EQ(s1.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s1.error_message();
+  EXPECT_EQ(s2.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s2.error_message();
+  EXPECT_THAT(s2.error_message(), HasSubstr("--weights_upload_idle_timeout"));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  // The 80 KB are back: the 30 KB registration now fits.
+  Registration fits = Register(*control_, {7500, 1, 1, 1}, w30k, {});
+  EXPECT_TRUE(fits.status.ok()) << fits.status.error_message();
+  EXPECT_EQ(List(*control_).weights_size(), 2);
+}
+
 TEST_F(WeightsProcessTest, UnregisterRemovesTheIdAndUnknownIdsAreNotFound) {
   Start({});
   Layer layer(8, 8, 8, 3, 1, /*bias=*/false, 4);

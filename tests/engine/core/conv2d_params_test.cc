@@ -59,16 +59,33 @@ TEST(Conv2dParamsTest, RejectsEachInvalidFieldByName) {
          p.dilation_w = 40;
        },
        "kernel width S=3"},
-      {"huge dim", [](Conv2dParams& p) { p.h = (int64_t{1} << 31) + 1; }, "H must be <= 2^31"},
+      {"huge dim", [](Conv2dParams& p) { p.h = (int64_t{1} << 31) + 1; }, "H must be <= 2^31-1"},
+      // oneDNN computes dims in an int: 2^31 used to pass and come back INTERNAL.
+      {"stride beyond int", [](Conv2dParams& p) { p.stride_w = int64_t{1} << 31; },
+       "stride_w must be <= 2^31-1; was 2147483648"},
+      {"padded width beyond int", [](Conv2dParams& p) { p.pad_w = int64_t{1} << 30; },
+       "padded input width W+2*pad_w must be <= 2^31-1"},
+      {"dilated kernel beyond int",
+       [](Conv2dParams& p) { p.dilation_h = int64_t{1} << 30; },
+       "dilated kernel height (R-1)*dilation_h+1 must be <= 2^31-1"},
+      {"im2col overflows",
+       [](Conv2dParams& p) {
+         p.c = 16, p.k = 1;
+         p.h = p.w = 1 << 16;
+         p.r = p.s = 1 << 15;
+         p.pad_h = p.pad_w = 0;
+       },
+       "im2col (C/groups)*R*S*P*Q overflows"},
       {"input overflows",
        [](Conv2dParams& p) {
-         p.n = p.c = p.h = p.w = int64_t{1} << 31;
+         p.n = p.c = p.h = p.w = (int64_t{1} << 31) - 1;
+         p.pad_h = p.pad_w = 0;
        },
        "input N*C*H*W overflows"},
       {"output overflows",
        [](Conv2dParams& p) {
-         p.n = int64_t{1} << 31;
-         p.k = int64_t{1} << 31;
+         p.n = (int64_t{1} << 31) - 1;
+         p.k = (int64_t{1} << 31) - 1;
          p.c = 1;
        },
        "output N*K*P*Q overflows"},
@@ -81,6 +98,25 @@ TEST(Conv2dParamsTest, RejectsEachInvalidFieldByName) {
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(std::string(status.message()), HasSubstr(c.message));
   }
+}
+
+TEST(Conv2dParamsTest, CostAccessors) {
+  const Conv2dParams p = Resnet3x3();  // n1 c64 56x56 k64 3x3 pad 1
+  ASSERT_TRUE(p.Validate().ok());
+  EXPECT_EQ(p.padded_input_bytes(), 4 * 64 * 58 * 58);
+  EXPECT_EQ(p.im2col_bytes(), int64_t{4} * 64 * 9 * 56 * 56);
+  EXPECT_DOUBLE_EQ(p.flops(), 2.0 * 64 * 56 * 56 * 64 * 9);
+  // The hostile case of the issue: a 1x1 input padded to 2^21 columns is valid (PyTorch
+  // accepts it) but its cost shows in these accessors, which the engine bounds.
+  Conv2dParams hostile{.k = 2, .pad_w = 1 << 20};
+  ASSERT_TRUE(hostile.Validate().ok());
+  EXPECT_EQ(hostile.q(), (1 << 21) + 1);
+  EXPECT_EQ(hostile.output_elements() * 4, int64_t{8} * ((1 << 21) + 1));
+  EXPECT_EQ(hostile.padded_input_bytes(), int64_t{4} * ((1 << 21) + 1));
+  // Grouped: im2col is per group.
+  Conv2dParams g{.c = 32, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3, .groups = 4};
+  ASSERT_TRUE(g.Validate().ok());
+  EXPECT_EQ(g.im2col_bytes(), 4 * 8 * 9 * 6 * 6);
 }
 
 TEST(Conv2dParamsTest, KernelEqualToPaddedImageIsValid) {

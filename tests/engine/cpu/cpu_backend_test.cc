@@ -1,6 +1,8 @@
 #include "engine/cpu/cpu_backend.h"
 
 #include <cmath>
+#include <fstream>
+#include <iostream>
 #include <functional>
 #include <string>
 #include <thread>
@@ -256,6 +258,60 @@ TEST(CpuBackendTest, ReportsThreadsIsaAndImplementation) {
   auto impl = backend.ImplementationName(Shape("resnet_1x1_56").params, 1);
   ASSERT_TRUE(impl.ok()) << impl.status();
   EXPECT_FALSE(impl->empty());
+}
+
+// The calling process's VmRSS in bytes.
+int64_t RssBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  int64_t kb = 0;
+  while (status >> key) {
+    if (key == "VmRSS:") {
+      status >> kb;
+      return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+// A 1x1 input padded to 1201x1201: oneDNN's blocked layouts would pad K=1 to 16 channels (a
+// 92 MB dst buffer), the plain gemm kernel needs an im2col-sized scratchpad (5.8 MB per
+// thread). The limit is checked on the descriptor, before any buffer.
+TEST(CpuBackendTest, ScratchLimitIsCheckedBeforeAnyBuffer) {
+  Conv2dParams p{.pad_h = 600, .pad_w = 600};
+  ASSERT_TRUE(p.Validate().ok());
+  std::vector<float> in(1, 2.0f), w(1, 3.0f), out(p.output_elements(), -7.0f);
+  ConvArgs args{.input = in.data(), .weight = w.data(), .output = out.data()};
+  {
+    auto tight = MakeBackend({.threads = 2, .max_scratch_bytes = 1 << 20});
+    absl::Status s = tight->Run(p, args, 2);
+    EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+    EXPECT_NE(std::string(s.message()).find("--max_job_scratch_bytes"), std::string::npos) << s;
+    EXPECT_EQ(out[0], -7.0f);
+  }
+  auto roomy = MakeBackend({.threads = 2, .max_scratch_bytes = 64 << 20});
+  ASSERT_TRUE(roomy->Run(p, args, 2).ok());
+  EXPECT_EQ(out[600 * 1201 + 600], 6.0f);  // the one real tap
+  EXPECT_EQ(out[0], 0.0f);
+}
+
+// The hostile request: pad_w near 2^20 (a 16 MiB output) kept ~3.7 GB per distinct pad
+// value. Served (or refused) within 512 MiB of RSS growth, and the per-thread scratch above
+// the retain cap is given back.
+TEST(CpuBackendTest, HugePaddingStaysWithinBoundedMemory) {
+  auto backend = MakeBackend({.threads = 2});
+  const int64_t before = RssBytes();
+  for (int64_t pad : {(1 << 20) - 1, (1 << 20) - 2}) {
+    Conv2dParams p{.k = 2, .pad_w = pad};
+    std::vector<float> in(1, 1.0f), w(2, 1.0f), out(p.output_elements());
+    absl::Status s = backend->Run(p, {.input = in.data(), .weight = w.data(), .output = out.data()},
+                                  2);
+    EXPECT_TRUE(s.ok() || s.code() == absl::StatusCode::kResourceExhausted) << s;
+    if (s.ok()) EXPECT_EQ(out[pad], 1.0f);
+    const int64_t growth = RssBytes() - before;
+    EXPECT_LT(growth, int64_t{512} << 20) << "after pad " << pad;
+    std::cout << "pad " << pad << ": " << s << ", RSS growth " << (growth >> 20) << " MiB\n";
+  }
 }
 
 }  // namespace

@@ -131,8 +131,8 @@ TEST(WeightRegistryTest, BadHeadersAreInvalidArgument) {
     EXPECT_THAT(upload.status().message(), HasSubstr(what));
   };
   expect_invalid(Header({2, 3, 3}), "rank 4");
-  expect_invalid(Header({2, 0, 3, 3}), "outside [1, 2^31]");
-  expect_invalid(Header({2, -1, 3, 3}), "outside [1, 2^31]");
+  expect_invalid(Header({2, 0, 3, 3}), "outside [1, 2^31 - 1]");
+  expect_invalid(Header({2, -1, 3, 3}), "outside [1, 2^31 - 1]");
   expect_invalid(Header({2, 3, 3, 3}, {1.f}), "bias has 1 values");
   WeightHeader fp16 = Header({1, 1, 1, 1});
   fp16.datatype = "FP16";
@@ -165,7 +165,7 @@ TEST(WeightRegistryTest, TooManyOrTooFewBytesAreInvalidArgumentAndRegisterNothin
     auto upload = registry->BeginUpload(Header({2, 4, 1, 1}));
     ASSERT_TRUE(upload.ok());
     ASSERT_TRUE((*upload)->Append(AsBytes(w).substr(0, 16)).ok());
-    EXPECT_EQ(registry->snapshot().bytes, 32);  // reserved while it uploads
+    EXPECT_EQ(registry->snapshot().bytes, 16);  // what arrived, reserved while it uploads
   }
   EXPECT_TRUE(registry->List().empty());
   EXPECT_EQ(registry->snapshot().bytes, 0);
@@ -199,6 +199,56 @@ TEST(WeightRegistryTest, BudgetIsEnforcedAndNamesTheFlag) {
   w = absl::NotFoundError("dropped");  // the last holder: tensor and copy go
   EXPECT_EQ(registry->snapshot().bytes, 0);
   EXPECT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16, 9.f)).ok());
+}
+
+// Bytes are reserved as they arrive: a header alone holds only its bias, so a stalled upload
+// that declared almost the whole budget cannot lock other registrations out.
+TEST(WeightRegistryTest, UploadsReserveBytesAsTheyArrive) {
+  auto registry = MakeRegistry(/*budget=*/1000);
+  auto stalled = registry->BeginUpload(Header({240, 1, 1, 1}, Ramp(240)));  // 960 + 960 > 1000
+  EXPECT_EQ(stalled.status().code(), absl::StatusCode::kResourceExhausted);  // cannot ever fit
+  auto held = registry->BeginUpload(Header({240, 1, 1, 1}));  // declares 960 bytes
+  ASSERT_TRUE(held.ok()) << held.status();
+  EXPECT_EQ(registry->snapshot().bytes, 0);
+  EXPECT_EQ((*held)->reserved_bytes(), 0);
+  // Another registration fits meanwhile.
+  ASSERT_TRUE(registry->Register(Header({4, 4, 1, 1}, {1.f, 2.f, 3.f, 4.f}), Ramp(16)).ok());
+  EXPECT_EQ(registry->snapshot().bytes, 80);
+  // The held upload reserves what it receives, and is refused what no longer fits.
+  const std::vector<float> part = Ramp(200);
+  ASSERT_TRUE((*held)->Append(AsBytes(part)).ok());
+  EXPECT_EQ(registry->snapshot().bytes, 880);
+  EXPECT_EQ((*held)->reserved_bytes(), 800);
+  const std::vector<float> rest = Ramp(40);
+  absl::Status no_room = (*held)->Append(AsBytes(rest));  // 880 + 160 > 1000
+  EXPECT_EQ(no_room.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(no_room.message(), HasSubstr("--weights_budget_bytes"));
+  EXPECT_EQ((*held)->received_bytes(), 800);  // unchanged by the refusal
+  EXPECT_TRUE((*held)->Append(absl::string_view()).ok());  // empty: a no-op
+  // Dropping it returns what it held.
+  held = absl::CancelledError("dropped");
+  EXPECT_EQ(registry->snapshot().bytes, 80);
+}
+
+// No bias at all (an empty vector, whose data() may be null) registers like any other tensor.
+TEST(WeightRegistryTest, UploadWithoutBiasRegisters) {
+  auto registry = MakeRegistry();
+  auto upload = registry->BeginUpload(Header({2, 3, 1, 1}));
+  ASSERT_TRUE(upload.ok());
+  ASSERT_TRUE((*upload)->Append(AsBytes(Ramp(6))).ok());
+  auto r = registry->Finish(*std::move(upload));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_FALSE(r->weight->has_bias());
+  EXPECT_EQ(r->weight->bias(), nullptr);
+  EXPECT_EQ(registry->snapshot().bytes, 24);
+}
+
+TEST(WeightRegistryTest, UploadIdleTimeoutOutOfRangeIsRejected) {
+  WeightRegistry::Options o;
+  o.upload_idle_timeout = absl::ZeroDuration();
+  auto r = WeightRegistry::Create(o);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("weights_upload_idle_timeout"));
 }
 
 TEST(WeightRegistryTest, UnregisterIsDeferredWhileJobsHoldTheWeights) {
