@@ -34,3 +34,34 @@ message(STATUS "SPARKLE_SANITIZE=${SPARKLE_SANITIZE}")
 list(APPEND _sparkle_san_flags -fno-omit-frame-pointer)
 add_compile_options("$<$<COMPILE_LANGUAGE:CXX>:${_sparkle_san_flags}>")
 add_link_options("$<$<LINK_LANGUAGE:CXX>:${_sparkle_san_flags}>")
+
+# thread: Debian's abseil and libgomp are not built with TSan, so absl::Mutex lock/unlock and
+# the fork/join of OpenMP regions are invisible to it and what they order looks like a race.
+# tests/sanitizers/tsan_{absl_mutex,gomp}.cc interpose absl::Mutex, CondVar, Notification and
+# GOMP_parallel/GOMP_barrier/GOMP_loop_end with annotated definitions; they go into every
+# executable (the daemon, the CLI, every test), added once all directories are configured (a
+# deferred call: executables are created after this file is included).
+function(_sparkle_tsan_link_executables dir)
+  get_property(targets DIRECTORY "${dir}" PROPERTY BUILDSYSTEM_TARGETS)
+  foreach(target IN LISTS targets)
+    get_target_property(type ${target} TYPE)
+    if(type STREQUAL "EXECUTABLE")
+      target_sources(${target} PRIVATE $<TARGET_OBJECTS:sparkle_tsan_annotations>)
+    endif()
+  endforeach()
+  get_property(subdirs DIRECTORY "${dir}" PROPERTY SUBDIRECTORIES)
+  foreach(subdir IN LISTS subdirs)
+    _sparkle_tsan_link_executables("${subdir}")
+  endforeach()
+endfunction()
+function(_sparkle_tsan_interpose_absl)
+  if(SPARKLE_BUILD_TESTS)
+    sparkle_tsan_add_tests()
+  endif()
+  _sparkle_tsan_link_executables("${PROJECT_SOURCE_DIR}")
+endfunction()
+if(SPARKLE_SANITIZE STREQUAL "thread")
+  add_subdirectory("${PROJECT_SOURCE_DIR}/tests/sanitizers"
+                   "${PROJECT_BINARY_DIR}/tests/sanitizers")
+  cmake_language(DEFER CALL _sparkle_tsan_interpose_absl)
+endif()

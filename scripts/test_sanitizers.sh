@@ -5,7 +5,10 @@
 #               the ctest suite needs; then the WHOLE ctest suite there (the process tests run
 #               the sanitized sparkled and sparklectl). LeakSanitizer is on.
 #   build-tsan  SPARKLE_SANITIZE=thread, SPARKLE_GPU=emu: only the engine, batcher, executor and
-#               registry test binaries (TSAN_TESTS below), each run directly.
+#               registry test binaries (TSAN_TESTS below), each run directly. Debian's abseil
+#               and libgomp are uninstrumented: tests/sanitizers/tsan_{absl_mutex,gomp}.cc,
+#               linked into every executable of that build, annotate absl::Mutex/CondVar/
+#               Notification and OpenMP fork/join/barriers for TSan.
 # Any report fails the test it happens in (halt_on_error; ASan/LSan/UBSan exit non-zero).
 # Suppressions, each entry with the reason: tests/sanitizers/{lsan,tsan}.supp.
 # The emulator's fibers are annotated for ASan and TSan (third_party/hip-on-cpu/src/block_runner.cc),
@@ -21,8 +24,10 @@ asan_dir=${SPARKLE_ASAN_BUILD_DIR:-build-asan}
 tsan_dir=${SPARKLE_TSAN_BUILD_DIR:-build-tsan}  # relative to the repository root
 which=${SPARKLE_SANITIZERS:-both}
 supp=$root/tests/sanitizers
-TSAN_TESTS=(shape_batcher_test engine_test engine_registered_weights_test weight_registry_test
-            gpu_executor_test engine_gpu_test)
+# tsan_annotations_test first: the annotations (tests/sanitizers/tsan_*.cc) that every other
+# binary here relies on.
+TSAN_TESTS=(tsan_annotations_test shape_batcher_test engine_test engine_registered_weights_test
+            weight_registry_test gpu_executor_test engine_gpu_test)
 
 launcher=()
 if command -v ccache >/dev/null; then
@@ -80,8 +85,8 @@ if [ "$which" != asan ]; then
   cmake --build "$tsan_dir" -j "$(nproc)" --target "${TSAN_TESTS[@]}"
   set +e
   t1=$(now)
-  # libgomp (OpenMP, under oneDNN and CpuBackend) is not instrumented: its barriers are
-  # invisible to TSan, hence tsan.supp; second_deadlock_stack: both stacks of a lock inversion.
+  # tsan.supp: what the annotations cannot cover, entry by entry; second_deadlock_stack: both
+  # stacks of a lock inversion.
   export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
   log=$(mktemp)
   for t in "${TSAN_TESTS[@]}"; do

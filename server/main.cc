@@ -45,7 +45,9 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
           "on SIGTERM/SIGINT, how long health stays NOT_SERVING while requests are still "
           "served, before admission stops (load balancers move away first), [0, 1h]; default 0; "
           "counts against the stop budget in addition to --drain_timeout");
-ABSL_FLAG(int, max_concurrent_streams, 64, "concurrent RPCs per client connection, [1, 65536]");
+ABSL_FLAG(int, max_concurrent_streams, 8,
+          "concurrent RPCs per client connection, [1, 65536]; calls beyond it wait on the "
+          "client (HTTP/2), not in the daemon's memory");
 ABSL_FLAG(int64_t, retry_after_ms, 20,
           "retry hint (trailing metadata retry-after-ms) sent when the queue is full, [0, 60000]");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:8002",

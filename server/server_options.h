@@ -46,7 +46,7 @@ struct ServerOptions {
   absl::Duration drain_delay = absl::ZeroDuration();
   // Concurrent RPCs per HTTP/2 connection (bounds memory for large messages: see
   // grpc-transport.md, 64 × 16 MiB on one connection collapses). Range [1, 65536].
-  int max_concurrent_streams = 64;
+  int max_concurrent_streams = 8;
   // Trailing-metadata retry hint with a queue-full RESOURCE_EXHAUSTED, in ms. [0, 60000].
   int64_t retry_after_ms = 20;
   // Prometheus endpoint, host:port (GET /metrics; port 0 picks a free one). Empty: metrics

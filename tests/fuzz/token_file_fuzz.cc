@@ -53,7 +53,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string echoed = message;
     for (const char* words :
          {"token file line ", ": expected 3 comma-separated fields token,name,role, got ",
-          ": empty token", ": empty name", ": unknown role '", "' (expected 'infer' or 'admin')",
+          ": empty token", ": empty name",
+          ": unknown role in the third field (expected 'infer' or 'admin'; the line must read "
+          "token,name,role)",
           ": duplicate token (name '", "')"}) {
       echoed = absl::StrReplaceAll(echoed, {{words, "\x01"}});
     }

@@ -90,12 +90,19 @@ const std::vector<Case>& Cases() {
 // Client threads that send Cases() round robin until Stop(), recording every outcome.
 class Load {
  public:
+  // One connection per 8 clients, so that all of them are in flight in the daemon (the daemon
+  // takes --max_concurrent_streams = 8 calls per connection by default).
   Load(const std::string& address, int clients) {
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(-1);
-    auto channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    for (int i = 0; i < (clients + 7) / 8; ++i) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(-1);
+      args.SetInt("sparkle.test.channel", i);  // distinct arguments: a connection of its own
+      channels.push_back(
+          grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    }
     for (int i = 0; i < clients; ++i) {
-      threads_.emplace_back([this, channel, i] {
+      threads_.emplace_back([this, channel = channels[i / 8], i] {
         auto stub = inference::GRPCInferenceService::NewStub(channel);
         for (int n = i; !stop_.load(); ++n) {
           const Case& c = Cases()[n % Cases().size()];

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <future>
 #include <string>
 #include <thread>
@@ -215,13 +216,18 @@ TEST_F(HostileInputTest, EightHugeOutputsStayWithinBoundedMemory) {
 
 // Request metadata larger than gRPC's limit: a code that does not invite a retry.
 TEST_F(HostileInputTest, OversizedMetadataIsNotRetryable) {
-  grpc::ClientContext ctx;
-  ctx.AddMetadata("x-padding", std::string(64 << 10, 'a'));
-  ModelInferResponse response;
-  const grpc::Status status = Stub()->ModelInfer(&ctx, Request(1, 4, 4, 1, {}), &response);
-  EXPECT_NE(status.error_code(), grpc::StatusCode::OK);
-  EXPECT_NE(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
-  RecordProperty("code", status.error_code());
+  for (int kib : {9, 12, 17, 64, 1024}) {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("x-padding", std::string(kib << 10, 'a'));
+    ModelInferResponse response;
+    const grpc::Status status = Stub()->ModelInfer(&ctx, Request(1, 4, 4, 1, {}), &response);
+    EXPECT_NE(status.error_code(), grpc::StatusCode::OK) << kib;
+    EXPECT_NE(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << kib << " KiB: " << status.error_message();
+    RecordProperty(absl::StrCat("code_", kib, "kib"), status.error_code());
+    std::cout << kib << " KiB of metadata: " << status.error_code() << " "
+              << status.error_message() << "\n";
+  }
 }
 
 }  // namespace
