@@ -12,13 +12,6 @@
 namespace sparkle {
 namespace {
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
 // A client-streaming call refused before reading anything.
 class RefusedRegisterReactor final
     : public grpc::ServerReadReactor<sparkle::v1::RegisterWeightsRequest> {

@@ -35,13 +35,6 @@ class InferReactor final : public grpc::ServerUnaryReactor {
   CancelFlag cancelled_;
 };
 
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const grpc::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(status);
-  return reactor;
-}
-
 // The caller's identity, or the refusal (server/call_auth.h).
 absl::StatusOr<CallIdentity> Authorize(const CallAuth* auth,
                                        grpc::CallbackServerContext* context,
@@ -94,44 +87,44 @@ grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerConte
                                                        const inference::ServerLiveRequest*,
                                                        inference::ServerLiveResponse* response) {
   response->set_live(true);
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
                                                         const inference::ServerReadyRequest*,
                                                         inference::ServerReadyResponse* response) {
   response->set_ready(Ready());
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
                                                        const inference::ModelReadyRequest* request,
                                                        inference::ModelReadyResponse* response) {
   if (auto caller = Authorize(options_.auth, context, "ModelReady"); !caller.ok()) {
-    return FinishNow(context, ToGrpcStatus(caller.status()));
+    return FinishNow(context, caller.status());
   }
   absl::Status status = CheckModel(request->name(), request->version());
   if (status.ok()) response->set_ready(Ready());
-  return FinishNow(context, ToGrpcStatus(status));
+  return FinishNow(context, status);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
     grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
   if (auto caller = Authorize(options_.auth, context, "ServerMetadata"); !caller.ok()) {
-    return FinishNow(context, ToGrpcStatus(caller.status()));
+    return FinishNow(context, caller.status());
   }
   response->set_name("sparkled");
   response->set_version(SPARKLE_VERSION);
   response->add_extensions("schedule_policy");  // priority and timeout parameters
-  return FinishNow(context, grpc::Status::OK);
+  return FinishNow(context, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
   if (auto caller = Authorize(options_.auth, context, "ModelMetadata"); !caller.ok()) {
-    return FinishNow(context, ToGrpcStatus(caller.status()));
+    return FinishNow(context, caller.status());
   }
   absl::Status status = CheckModel(request->name(), request->version());
   if (status.ok()) {
@@ -143,14 +136,14 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     AddTensorMetadata("bias", 1, response->mutable_inputs());
     AddTensorMetadata("output", 4, response->mutable_outputs());
   }
-  return FinishNow(context, ToGrpcStatus(status));
+  return FinishNow(context, status);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
                                                        const inference::ModelInferRequest* request,
                                                        inference::ModelInferResponse* response) {
   absl::StatusOr<CallIdentity> caller = Authorize(options_.auth, context, "ModelInfer");
-  if (!caller.ok()) return FinishNow(context, ToGrpcStatus(caller.status()));
+  if (!caller.ok()) return FinishNow(context, caller.status());
   const absl::Time received = absl::Now();
   if (metrics_ != nullptr) {
     metrics_->RecordRequestBytes(static_cast<int64_t>(request->ByteSizeLong()));
@@ -160,12 +153,12 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   if (!parsed.ok()) {
     spdlog::debug("ModelInfer id='{}' rejected: {}", request->id(), parsed.status().ToString());
     RecordRejection(parsed.status(), /*queue_full=*/false);
-    return FinishNow(context, ToGrpcStatus(parsed.status()));
+    return FinishNow(context, parsed.status());
   }
   const Conv2dParams& p = parsed->params;
   // Admission (cost limits, in-flight budget) before the response buffer is allocated.
   absl::StatusOr<Engine::Admission> admission = engine_->Admit(p);
-  if (!admission.ok()) return FinishNow(context, ToGrpcStatus(Refuse(context, admission.status())));
+  if (!admission.ok()) return FinishNow(context, Refuse(context, admission.status()));
 
   response->set_model_name(kModelName);
   response->set_model_version(kModelVersion);
@@ -224,25 +217,25 @@ grpc::ServerUnaryReactor* InferenceService::ModelConfig(
     grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
     inference::ModelConfigResponse* response) {
   if (auto caller = Authorize(options_.auth, context, "ModelConfig"); !caller.ok()) {
-    return FinishNow(context, ToGrpcStatus(caller.status()));
+    return FinishNow(context, caller.status());
   }
   absl::Status status = CheckModel(request->name(), request->version());
   if (status.ok()) FillModelConfig(*engine_, response->mutable_config());
-  return FinishNow(context, ToGrpcStatus(status));
+  return FinishNow(context, status);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
     grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
     inference::ModelStatisticsResponse* response) {
   if (auto caller = Authorize(options_.auth, context, "ModelStatistics"); !caller.ok()) {
-    return FinishNow(context, ToGrpcStatus(caller.status()));
+    return FinishNow(context, caller.status());
   }
   // Triton: an empty name means every model (here, the one).
   absl::Status status = request->name().empty() && request->version().empty()
                             ? absl::OkStatus()
                             : CheckModel(request->name(), request->version());
   if (status.ok()) FillModelStatistics(stats_->Get(), response->add_model_stats());
-  return FinishNow(context, ToGrpcStatus(status));
+  return FinishNow(context, status);
 }
 
 }  // namespace sparkle

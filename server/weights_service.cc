@@ -122,17 +122,6 @@ class WeightsService::RegisterReactor final
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-namespace {
-
-grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
-                                    const absl::Status& status) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
-
-}  // namespace
-
 void ToWeightInfo(const RegisteredWeight& weight, sparkle::v1::WeightInfo* info) {
   info->set_weight_id(weight.id());
   info->set_label(weight.label());

@@ -85,7 +85,11 @@ std::string IsaName(dnnl::cpu_isa isa) {
   return absl::StrCat("isa_", static_cast<int>(isa));
 }
 
-absl::Status DnnlError(const dnnl::error& e, const Conv2dParams& p) {
+// oneDNN's exception as a status: UNIMPLEMENTED, RESOURCE_EXHAUSTED (out of memory), else
+// `otherwise` (INTERNAL while running; INVALID_ARGUMENT while building a descriptor, where
+// oneDNN's other refusals are about the geometry, the caller's error).
+absl::Status DnnlError(const dnnl::error& e, const Conv2dParams& p,
+                       absl::StatusCode otherwise = absl::StatusCode::kInternal) {
   const std::string message = absl::StrCat("oneDNN: ", e.what(), " (", p.ToString(), ")");
   switch (e.status) {
     case dnnl_unimplemented:
@@ -93,7 +97,7 @@ absl::Status DnnlError(const dnnl::error& e, const Conv2dParams& p) {
     case dnnl_out_of_memory:
       return absl::ResourceExhaustedError(message);
     default:
-      return absl::InternalError(message);
+      return absl::Status(otherwise, message);
   }
 }
 
@@ -252,21 +256,6 @@ Md UserWeights(const Conv2dParams& p) {
             dnnl::memory::data_type::f32, p.groups > 1 ? Tag::goihw : Tag::oihw);
 }
 
-// oneDNN's refusal to build a descriptor, as a status: geometry it calls invalid is the
-// caller's error (INVALID_ARGUMENT), never INTERNAL.
-absl::Status DescriptorError(const dnnl::error& e, const Conv2dParams& p) {
-  const std::string message =
-      absl::StrCat("oneDNN cannot build a convolution for ", p.ToString(), ": ", e.what());
-  switch (e.status) {
-    case dnnl_unimplemented:
-      return absl::UnimplementedError(message);
-    case dnnl_out_of_memory:
-      return absl::ResourceExhaustedError(message);
-    default:
-      return absl::InvalidArgumentError(message);
-  }
-}
-
 // The first of ConvChoices that oneDNN offers on this CPU and whose scratch (ScratchBytes) is
 // at most `max_scratch` bytes. Only descriptors are made here: nothing large is allocated.
 absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
@@ -301,7 +290,7 @@ absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
       if (bytes <= max_scratch) return pd;
       if (smallest < 0 || bytes < smallest) smallest = bytes;
     } catch (const dnnl::error& e) {
-      last = DescriptorError(e, p);
+      last = DnnlError(e, p, absl::StatusCode::kInvalidArgument);
     }
   }
   if (smallest >= 0) {
