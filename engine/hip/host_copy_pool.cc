@@ -24,7 +24,9 @@ void HostCopyPool::Run(const std::vector<Copy>& copies) {
   size_t total = 0;
   for (const Copy& c : copies) total += c.bytes;
   if (helpers_.empty() || total < 2 * kChunkBytes) {
-    for (const Copy& c : copies) std::memcpy(c.dst, c.src, c.bytes);
+    for (const Copy& c : copies) {
+      if (c.bytes > 0) std::memcpy(c.dst, c.src, c.bytes);  // memcpy of null is UB even for 0
+    }
     return;
   }
   Job job;

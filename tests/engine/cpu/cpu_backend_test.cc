@@ -307,7 +307,9 @@ TEST(CpuBackendTest, HugePaddingStaysWithinBoundedMemory) {
     absl::Status s = backend->Run(p, {.input = in.data(), .weight = w.data(), .output = out.data()},
                                   2);
     EXPECT_TRUE(s.ok() || s.code() == absl::StatusCode::kResourceExhausted) << s;
-    if (s.ok()) EXPECT_EQ(out[pad], 1.0f);
+    if (s.ok()) {
+      EXPECT_EQ(out[pad], 1.0f);
+    }
     const int64_t growth = RssBytes() - before;
     EXPECT_LT(growth, int64_t{512} << 20) << "after pad " << pad;
     std::cout << "pad " << pad << ": " << s << ", RSS growth " << (growth >> 20) << " MiB\n";
