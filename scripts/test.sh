@@ -2,7 +2,9 @@
 # One command from a fresh Debian 12 machine to a passing test suite: installs what is
 # missing, builds everything (tests and benchmarks included) and runs every test with ctest.
 # build/ uses the HIP-on-CPU emulator (SPARKLE_GPU=emu), so every GPU test runs here too; then
-# scripts/test_gpu_builds.sh builds the AMD and NVIDIA variants and runs their fallback tests.
+# scripts/test_sanitizers.sh runs the whole suite again under ASan+UBSan and the engine tests
+# under TSan, scripts/test_gpu_builds.sh builds the AMD and NVIDIA variants and runs their
+# fallback tests, and scripts/fuzz.sh runs every libFuzzer target (corpus, then 30 s each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
