@@ -49,7 +49,9 @@ ABSL_FLAG(int, max_concurrent_streams, 8,
           "concurrent RPCs per client connection, [1, 65536]; calls beyond it wait on the "
           "client (HTTP/2), not in the daemon's memory");
 ABSL_FLAG(int64_t, retry_after_ms, 20,
-          "retry hint (trailing metadata retry-after-ms) sent when the queue is full, [0, 60000]");
+          "retry hint in ms, sent as the trailers grpc-retry-pushback-ms (honoured by gRPC retry "
+          "policies) and retry-after-ms with every overload refusal (queue or in-flight budget "
+          "full), [0, 60000]");
 ABSL_FLAG(std::string, metrics_address, "127.0.0.1:8002",
           "Prometheus endpoint host:port serving GET /metrics, plain HTTP without "
           "authentication, no tensor data (port 0 picks a free one); default loopback; empty "
