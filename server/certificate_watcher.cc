@@ -1,5 +1,6 @@
 #include "server/certificate_watcher.h"
 
+#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -86,8 +87,13 @@ absl::StatusOr<std::string> Slurp(const std::string& path) {
 // Writes `contents` to `path` (0600) by rename, so that a reader sees old or new, never half.
 absl::Status Publish(const std::string& path, const std::string& contents) {
   const std::string tmp = path + ".new";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (f == nullptr) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  // 0600 whatever the umask (the copy may be a private key; its directory is 0700 as well).
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  std::FILE* f = fd < 0 ? nullptr : ::fdopen(fd, "wb");
+  if (f == nullptr) {
+    if (fd >= 0) ::close(fd);
+    return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
   const bool ok = std::fwrite(contents.data(), 1, contents.size(), f) == contents.size();
   if (std::fclose(f) != 0 || !ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot write ", path));
