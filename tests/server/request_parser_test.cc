@@ -54,7 +54,9 @@ void CheckAccepted(const ModelInferRequest& r, const ParsedInferRequest& parsed)
   ASSERT_TRUE(p.Validate().ok());
   EXPECT_TRUE(Inside(r, parsed.input, p.input_elements()));
   EXPECT_TRUE(Inside(r, parsed.weight, p.weight_elements()));
-  if (p.has_bias) EXPECT_TRUE(Inside(r, parsed.bias, p.k));
+  if (p.has_bias) {
+    EXPECT_TRUE(Inside(r, parsed.bias, p.k));
+  }
 }
 
 TEST(RequestParserTest, ValidRequestParses) {

@@ -77,7 +77,9 @@ class StatisticsRpcTest : public ::testing::Test {
         grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
-    if (daemon_) EXPECT_EQ(daemon_->Stop(SIGTERM).value_or(-1), 0);
+    if (daemon_) {
+      EXPECT_EQ(daemon_->Stop(SIGTERM).value_or(-1), 0);
+    }
   }
 
   std::unique_ptr<DaemonProcess> daemon_;
