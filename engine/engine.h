@@ -77,7 +77,9 @@ struct EngineOptions {
   // queue-full RESOURCE_EXHAUSTED (IsQueueFull); a job larger than the whole budget is refused
   // for good, naming `max_inflight_bytes_flag`. Range [1 MiB, 2^50]. The default keeps a
   // daemon with default flags under 1 GiB RSS (docs/operations.md, "Memory bounds").
-  int64_t max_inflight_bytes = int64_t{512} << 20;
+  // 448 MiB: 32 `large` jobs (12.8 MB in + out) from four connections of 8 streams fit, so
+  // such a client is slowed by the stream cap and never refused; one ~256 MiB output at a time.
+  int64_t max_inflight_bytes = int64_t{448} << 20;
   // Names used in error messages so that users learn which flag raises a limit; a library
   // never reads flags itself.
   std::string max_job_bytes_flag = "max_job_bytes";

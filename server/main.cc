@@ -76,7 +76,7 @@ ABSL_FLAG(double, max_job_gflop, 500,
 ABSL_FLAG(int64_t, max_job_scratch_bytes, int64_t{512} << 20,
           "largest scratch of one request in bytes: its padded input, im2col bound x threads, "
           "and oneDNN's scratchpad + layout buffers, [2^20, 2^50]");
-ABSL_FLAG(int64_t, max_inflight_bytes, int64_t{512} << 20,
+ABSL_FLAG(int64_t, max_inflight_bytes, int64_t{448} << 20,
           "bytes (in + weight + bias + out) of admitted requests not yet answered, queued and "
           "running, [2^20, 2^50]; beyond it RESOURCE_EXHAUSTED with a retry hint");
 ABSL_FLAG(double, small_job_max_mflop, 20,
