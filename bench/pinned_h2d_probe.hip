@@ -4,7 +4,7 @@
 #include <hip/hip_runtime.h>
 
 #include "absl/strings/str_cat.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 
 namespace sparkle::bench {
 namespace {

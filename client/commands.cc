@@ -14,7 +14,7 @@
 #include "client/arg_parse.h"
 #include "client/human_format.h"
 #include "client/npy.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 #include "client/table.h"
 
 namespace sparkle::client {

@@ -1,4 +1,4 @@
-// The conv2d ModelInferRequest as PROTOCOL.md defines it, built from host arrays, and the output
+// The conv2d ModelInferRequest as docs/protocol.md defines it, built from host arrays, and the output
 // array taken back out of a ModelInferResponse. Shared by `sparklectl infer` and `sparklectl
 // bench` so that both send byte-identical requests. Geometry is not validated here: the server
 // is the authority (and names the field it rejects); only what this side must know to build

@@ -26,7 +26,7 @@
 #include "client/status_commands.h"
 #include "client/stats_command.h"
 #include "client/weights_commands.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 #include "grpc/support/log.h"
 
 // Connection (every command).

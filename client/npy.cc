@@ -12,7 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 
 namespace sparkle::client {
 namespace {

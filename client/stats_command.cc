@@ -9,7 +9,7 @@
 #include "absl/time/time.h"
 #include "client/json_output.h"
 #include "client/table.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 

@@ -12,7 +12,7 @@
 #include "client/json_output.h"
 #include "client/table.h"
 #include "client/target.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 
 namespace sparkle::client {
 namespace {

@@ -13,7 +13,7 @@
 #include "client/json_output.h"
 #include "client/npy.h"
 #include "client/table.h"
-#include "engine/core/status_macros.h"  // header-only macros; no link to the engine
+#include "base/status_macros.h"
 #include "sparkle/v1/control.grpc.pb.h"
 
 namespace sparkle::client {

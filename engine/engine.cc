@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 #include "engine/router/rate_probe.h"
 #include "engine/router/router.h"
 #include "spdlog/spdlog.h"

@@ -24,7 +24,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/core/clock.h"
+#include "base/clock.h"
 #include "engine/core/job.h"
 #include "engine/hip/gpu_device.h"
 

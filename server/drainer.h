@@ -1,5 +1,5 @@
 // Drainer: the graceful drain that SIGTERM (SparkleServer::Shutdown) and the Control.Drain RPC
-// share (ARCHITECTURE.md §9): health goes NOT_SERVING for every service, the engine stops
+// share (docs/operations.md, "Stop, drain and restart"): health goes NOT_SERVING for every service, the engine stops
 // admitting (new inference requests get UNAVAILABLE), and callers wait until every accepted job
 // has completed or their deadline passes. A drain cannot be undone: a drained daemon only
 // stops (SIGTERM / `systemctl stop`).

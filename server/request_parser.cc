@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 
 namespace sparkle {
 namespace {
@@ -17,7 +17,7 @@ using inference::InferParameter;
 using inference::ModelInferRequest;
 using InputTensor = inference::ModelInferRequest::InferInputTensor;
 
-// Parameters that generic KServe/Triton clients attach; accepted and ignored (PROTOCOL.md).
+// Parameters that generic KServe/Triton clients attach; accepted and ignored (docs/protocol.md).
 bool IsIgnoredKey(absl::string_view key) {
   static const auto* keys = new absl::flat_hash_set<absl::string_view>{
       "sequence_id",   "sequence_start", "sequence_end", "binary_data_output",

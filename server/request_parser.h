@@ -1,5 +1,5 @@
 // ParseInferRequest: a KServe v2 ModelInferRequest for the `conv2d` model → the geometry and
-// data pointers of one conv2d job. Every rule of PROTOCOL.md's error table is checked here, with
+// data pointers of one conv2d job. Every rule of docs/protocol.md's error table is checked here, with
 // a message that names the field and the value; sizes are validated with overflow-checked
 // arithmetic before anything is allocated.
 #pragma once

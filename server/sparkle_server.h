@@ -1,5 +1,5 @@
 // SparkleServer: owns the engine, the gRPC server (inference, control and health services) and
-// their lifecycle. Shutdown follows ARCHITECTURE.md §9: health NOT_SERVING → stop admission →
+// their lifecycle. Shutdown follows docs/operations.md, "Stop, drain and restart": health NOT_SERVING → stop admission →
 // drain accepted work within the budget → stop the gRPC server → destroy the engine.
 #pragma once
 

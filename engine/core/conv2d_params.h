@@ -2,7 +2,7 @@
 //
 // Input [N, C, H, W] (or [N, H, W, C] when layout is kNHWC), weight [K, C/groups, R, S],
 // optional bias [K], output [N, K, P, Q] (or [N, P, Q, K]). Validate() checks every rule of
-// PROTOCOL.md's error table with overflow-checked arithmetic; the size accessors may only be
+// docs/protocol.md's error table with overflow-checked arithmetic; the size accessors may only be
 // called on validated params (they cannot overflow then).
 #pragma once
 

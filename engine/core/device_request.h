@@ -1,4 +1,4 @@
-// DeviceRequest: where a job asks to run (PROTOCOL.md `device` parameter, or the server's
+// DeviceRequest: where a job asks to run (docs/protocol.md `device` parameter, or the server's
 // default policy): "auto" (the router decides), "cpu", "gpu" (the best healthy GPU) or
 // "gpu:<index>" (that GPU). An explicit device is never silently replaced by another.
 #pragma once

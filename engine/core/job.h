@@ -48,7 +48,7 @@ struct Conv2dJob {
   // it for jobs big enough that concatenating them along N would cost more than it saves).
   bool batchable = true;
 
-  // Where the job may run (PROTOCOL.md `device`). "auto" takes the engine's device policy at
+  // Where the job may run (docs/protocol.md `device`). "auto" takes the engine's device policy at
   // Submit. Jobs with different requests never share a batch.
   DeviceRequest device;
 

@@ -19,7 +19,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 #include "oneapi/dnnl/dnnl.hpp"
 #include "spdlog/spdlog.h"
 

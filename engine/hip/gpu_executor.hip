@@ -19,7 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 #include "engine/hip/conv_kernels.h"
 #include "engine/hip/gpu_log.h"
 #include "engine/hip/host_copy_pool.h"

@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 
 namespace sparkle {
 namespace {

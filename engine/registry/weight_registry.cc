@@ -7,7 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 #include "engine/registry/weight_file.h"
 #include "spdlog/spdlog.h"
 

@@ -10,7 +10,7 @@
 // where h2d_bytes counts the weights (and bias) only when they are not already resident on
 // that GPU. The router picks the earliest predicted completion among the devices the request
 // allows (DeviceRequest): `auto` any usable device, `cpu` the CPU, `gpu` the best usable GPU,
-// `gpu:N` that GPU. An explicit device is never silently replaced (PROTOCOL.md): an absent one
+// `gpu:N` that GPU. An explicit device is never silently replaced (docs/protocol.md): an absent one
 // is FAILED_PRECONDITION, an unhealthy one UNAVAILABLE.
 #pragma once
 

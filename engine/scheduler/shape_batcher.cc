@@ -10,7 +10,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "engine/core/status_macros.h"
+#include "base/status_macros.h"
 
 namespace sparkle {
 namespace {

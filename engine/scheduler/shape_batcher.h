@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "engine/core/batch.h"
-#include "engine/core/clock.h"
+#include "base/clock.h"
 #include "engine/core/job.h"
 
 namespace sparkle {

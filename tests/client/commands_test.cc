@@ -1,7 +1,7 @@
 // The commands and the bench end to end against an in-process fake sparkled: a KServe v2
 // service that computes the convolution with plain loops from the request's own parameters,
 // a canned Control service, and gRPC's built-in health service. What this checks is the
-// client's side of PROTOCOL.md (names, parameters, data placement, exit codes), not the server.
+// client's side of docs/protocol.md (names, parameters, data placement, exit codes), not the server.
 #include <cmath>
 #include <cstring>
 #include <filesystem>

@@ -1,5 +1,5 @@
 // The real sparkled binary over loopback gRPC: results against Conv2dRef, every error case of
-// PROTOCOL.md with its code (and a good request succeeding right after each bad one), health,
+// docs/protocol.md with its code (and a good request succeeding right after each bad one), health,
 // metadata, limits, concurrency, sparklectl end to end, and a clean stop on SIGTERM.
 #include <signal.h>
 

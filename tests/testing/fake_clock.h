@@ -2,7 +2,7 @@
 #pragma once
 
 #include "absl/synchronization/mutex.h"
-#include "engine/core/clock.h"
+#include "base/clock.h"
 
 namespace sparkle::testing {
 

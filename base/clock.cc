@@ -1,4 +1,4 @@
-#include "engine/core/clock.h"
+#include "base/clock.h"
 
 namespace sparkle {
 namespace {
