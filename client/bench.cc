@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -348,6 +349,25 @@ std::string LevelResult::ErrorSummary() const {
   return absl::StrJoin(parts, " ");
 }
 
+double FairnessResult::P50Ratio() const {
+  return alone.p50_us > 0 && alongside.ok > 0 ? alongside.p50_us / alone.p50_us : 0;
+}
+
+double FairnessResult::P99Ratio() const {
+  return alone.p99_us > 0 && alongside.ok > 0 ? alongside.p99_us / alone.p99_us : 0;
+}
+
+std::string FairnessResult::Summary(int main_concurrency) const {
+  return absl::StrFormat(
+      "fairness %s conc %d / second %d: p50 %s -> %s ms (x%.2f), p99 %s -> %s ms (x%.2f)%s",
+      alongside.shape_class, main_concurrency, alongside.concurrency, Ms(alone.p50_us),
+      Ms(alongside.p50_us), P50Ratio(), Ms(alone.p99_us), Ms(alongside.p99_us), P99Ratio(),
+      alone.ErrorCount() + alongside.ErrorCount() > 0
+          ? absl::StrCat("; second errors alone ", alone.ErrorSummary(), ", alongside ",
+                         alongside.ErrorSummary())
+          : "");
+}
+
 bool IsPushback(const grpc::Status& status, const grpc::ClientContext& context) {
   if (status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED) return false;
   const auto& trailers = context.GetServerTrailingMetadata();
@@ -366,7 +386,7 @@ double Percentile(const std::vector<double>& sorted, double q) {
 std::string CsvHeader() {
   return "Concurrency,Inferences/Second,p50 latency,p90 latency,p95 latency,p99 latency,"
          "Avg latency,Max latency,Shape Class,GFLOP/s,MB/s,Requests,Errors,Error Codes,"
-         "Window Seconds";
+         "Window Seconds,Identity";
 }
 
 std::string CsvRow(const LevelResult& r) {
@@ -377,7 +397,7 @@ std::string CsvRow(const LevelResult& r) {
                       absl::StrFormat("%.3f", r.GflopPerSecond()), ",",
                       absl::StrFormat("%.3f", r.MegabytesPerSecond()), ",", r.ok, ",",
                       r.ErrorCount(), ",", r.errors.empty() ? "" : r.ErrorSummary(), ",",
-                      absl::StrFormat("%.3f", r.window_seconds));
+                      absl::StrFormat("%.3f", r.window_seconds), ",", r.identity);
 }
 
 absl::Status ValidateBenchOptions(const BenchOptions& options) {
@@ -404,6 +424,11 @@ absl::Status ValidateBenchOptions(const BenchOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("warmup must be in [0, 10m]; was ",
                                                    absl::FormatDuration(options.warmup)));
   }
+  if (options.second_connection.has_value() &&
+      (options.second_concurrency < 1 || options.second_concurrency > 4096)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "second_concurrency must be in [1, 4096]; was ", options.second_concurrency));
+  }
   if (options.max_requests < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_requests must be >= 0; was ", options.max_requests));
@@ -412,7 +437,8 @@ absl::Status ValidateBenchOptions(const BenchOptions& options) {
 }
 
 absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptions& options,
-                      std::ostream& out, std::vector<LevelResult>* results) {
+                      std::ostream& out, std::vector<LevelResult>* results,
+                      std::vector<FairnessResult>* fairness) {
   SPARKLE_RETURN_IF_ERROR(ValidateBenchOptions(options));
   // Opening the CSV first: a bad path should not cost a whole run.
   std::ofstream csv;
@@ -426,6 +452,10 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
   }
   SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
                            SparkleClient::Connect(connection));
+  std::unique_ptr<SparkleClient> second;
+  if (options.second_connection.has_value()) {
+    SPARKLE_ASSIGN_OR_RETURN(second, SparkleClient::Connect(*options.second_connection));
+  }
   out << absl::StrFormat("target %s, %d channel(s), warmup %s, window %s%s\n", connection.target,
                          connection.channels, absl::FormatDuration(options.warmup),
                          absl::FormatDuration(options.duration),
@@ -456,14 +486,40 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
       PrintHeader(out);
       header_printed = true;
     }
+    auto record = [&](LevelResult& result, const std::string& identity) {
+      result.shape_class = name;
+      result.identity = identity;
+      if (csv.is_open()) csv << CsvRow(result) << '\n';
+      if (results != nullptr) results->push_back(result);
+    };
     for (int concurrency : options.concurrency) {
+      FairnessResult fair;
+      std::thread second_thread;
+      if (second != nullptr) {
+        // Alone first, then alongside: started together, so that both warm up and measure over
+        // the same window.
+        fair.alone = std::make_shared<LoadRun>(second.get(), requests,
+                                               options.second_concurrency, 0)
+                         ->Run(options.warmup, options.duration);
+        record(fair.alone, "second_alone");
+        second_thread = std::thread([&] {
+          fair.alongside = std::make_shared<LoadRun>(second.get(), requests,
+                                                     options.second_concurrency, 0)
+                               ->Run(options.warmup, options.duration);
+        });
+      }
       auto run = std::make_shared<LoadRun>(client.get(), requests, concurrency,
                                            options.max_requests);
       LevelResult result = run->Run(options.warmup, options.duration);
-      result.shape_class = name;
+      record(result, "main");
       PrintRow(result, out);
-      if (csv.is_open()) csv << CsvRow(result) << '\n';
-      if (results != nullptr) results->push_back(result);
+      if (second_thread.joinable()) {
+        second_thread.join();
+        record(fair.alongside, "second_alongside");
+        out << fair.Summary(concurrency) << '\n';
+        out.flush();
+        if (fairness != nullptr) fairness->push_back(fair);
+      }
     }
   }
   if (csv.is_open()) {

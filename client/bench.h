@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -75,6 +76,14 @@ struct BenchOptions {
   uint64_t seed = 1;
   // If set, results are also written there as CSV (see CsvHeader); the file is replaced.
   std::string csv_path;
+  // Fairness (docs/operations.md "Scheduling"): a second identity, on a connection of its own
+  // (typically the same target with another bearer token). When set, each level runs twice:
+  // the second identity alone at second_concurrency for warmup + duration, then alongside the
+  // main load (both warm up and measure together); the second identity's latency alone and
+  // alongside and their ratios are reported (FairnessResult). Unset: no second identity.
+  std::optional<SparkleClient::Options> second_connection;
+  // Requests the second identity keeps in flight; [1, 4096].
+  int second_concurrency = 1;
 };
 
 // What one (shape class, concurrency) level measured.
@@ -92,6 +101,9 @@ struct LevelResult {
   double payload_bytes = 0;                      // request + response tensor bytes, OK requests
   // Latency of the OK requests, microseconds (nearest-rank percentiles).
   double mean_us = 0, p50_us = 0, p90_us = 0, p95_us = 0, p99_us = 0, max_us = 0;
+  // Who ran the load: "main", or with BenchOptions::second_connection "second_alone" /
+  // "second_alongside" (the second identity without / with the main load running).
+  std::string identity = "main";
 
   double RequestsPerSecond() const;
   double GflopPerSecond() const;
@@ -99,6 +111,18 @@ struct LevelResult {
   int64_t ErrorCount() const;
   // "-" or e.g. "DEADLINE_EXCEEDED:1 RESOURCE_EXHAUSTED:12 (refused:12)".
   std::string ErrorSummary() const;
+};
+
+// The second identity's view of one level (BenchOptions::second_connection).
+struct FairnessResult {
+  LevelResult alone;      // the second identity by itself
+  LevelResult alongside;  // the same, while the main load ran at its concurrency
+  // Latency alongside / alone; 0 when either has no OK request.
+  double P50Ratio() const;
+  double P99Ratio() const;
+  // One line, e.g. "fairness tiny conc 64 / second 1: p50 0.210 -> 0.305 ms (x1.45), p99 0.480
+  // -> 0.912 ms (x1.90)" (bench/fairness_bench.sh parses the x figures).
+  std::string Summary(int main_concurrency) const;
 };
 
 // Whether a failed call is a refusal with retry pushback (see LevelResult::refused).
@@ -120,7 +144,10 @@ absl::Status ValidateBenchOptions(const BenchOptions& options);
 // fails is reported and skipped; the first such failure is returned (a server error, exit 1)
 // after the remaining classes have run.
 // Each level's result is also appended to *results when it is not null.
+// With a second identity, *fairness (when not null) gets one FairnessResult per level, and
+// *results the second identity's runs too (LevelResult::identity).
 absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptions& options,
-                      std::ostream& out, std::vector<LevelResult>* results = nullptr);
+                      std::ostream& out, std::vector<LevelResult>* results = nullptr,
+                      std::vector<FairnessResult>* fairness = nullptr);
 
 }  // namespace sparkle::client

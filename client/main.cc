@@ -106,6 +106,11 @@ ABSL_FLAG(int64_t, max_requests, 0,
           "bench: end a window after this many completions (0: no bound)");
 ABSL_FLAG(int, channels, 4, "bench: gRPC channels (TCP connections) to spread the load over");
 ABSL_FLAG(std::string, csv, "", "bench: also write the results to this CSV file");
+ABSL_FLAG(std::string, second_token_file, "",
+          "bench: bearer token of a second identity (own connection) that runs alone, then "
+          "alongside the main load, at each level; reports its latency ratios (fairness)");
+ABSL_FLAG(int, second_concurrency, 1,
+          "bench: requests the second identity keeps in flight, [1, 4096]");
 
 namespace sparkle::client {
 namespace {
@@ -131,7 +136,7 @@ const std::vector<CommandFlags>& FlagsByCommand() {
         "pad_h", "pad_w", "dilation_h", "dilation_w", "layout", "device", "param", "weight_id"}},
       {"bench",
        {"concurrency", "shape_class", "duration", "warmup", "max_requests", "channels", "csv",
-        "seed", "device", "param", "weight_id"}},
+        "seed", "device", "param", "weight_id", "second_token_file", "second_concurrency"}},
       {"weights", {"json", "bias", "label"}},
   };
   return *kTable;
@@ -188,6 +193,9 @@ commands:
              [--shape_class=tiny,...] [--concurrency=1,4,16,64] [--duration=5s] [--warmup=1s]
              [--max_requests=0] [--channels=4] [--csv=out.csv] [--device=...] [--param=...]
              [--weight_id=ID]  registered weights matching every class (K, C, R, S, bias)
+             [--second_token_file=FILE [--second_concurrency=1]]  fairness: a second
+                               identity runs alone, then alongside the load; prints its p50/p99
+                               alone and alongside and the ratios
            reports requests/s, GFLOP/s, MB/s (request + response tensor bytes), latency
            p50/p90/p99/mean and errors by code; the CSV adds p95 and max (latencies in us).
   weights  the weights registry: register once, then name them with --weight_id.
@@ -372,8 +380,20 @@ absl::StatusOr<InferCommandOptions> InferOptionsFromFlags() {
   return options;
 }
 
-absl::StatusOr<BenchOptions> BenchOptionsFromFlags() {
+absl::StatusOr<BenchOptions> BenchOptionsFromFlags(const SparkleClient::Options& connection) {
   BenchOptions options;
+  if (const std::string file = absl::GetFlag(FLAGS_second_token_file); !file.empty()) {
+    // The same target and TLS settings, one connection of its own, another token.
+    SparkleClient::Options second = connection;
+    second.channels = 1;
+    absl::StatusOr<std::string> token = LoadBearerToken(file, nullptr);
+    if (!token.ok()) {
+      return UsageError(absl::StrCat("--second_token_file: ", token.status().message()));
+    }
+    second.security.bearer_token = *std::move(token);
+    options.second_connection = std::move(second);
+  }
+  options.second_concurrency = absl::GetFlag(FLAGS_second_concurrency);
   absl::StatusOr<std::vector<int>> levels =
       ParseIntList(absl::GetFlag(FLAGS_concurrency), 1, 4096);
   if (!levels.ok()) return UsageError(absl::StrCat("--concurrency: ", levels.status().message()));
@@ -421,7 +441,7 @@ absl::Status Run(absl::string_view command, const std::vector<std::string>& args
     return RunInfer(connection, std::move(options), std::cout);
   }
   if (command == "bench") {
-    SPARKLE_ASSIGN_OR_RETURN(BenchOptions options, BenchOptionsFromFlags());
+    SPARKLE_ASSIGN_OR_RETURN(BenchOptions options, BenchOptionsFromFlags(connection));
     return RunBench(connection, options, std::cout);
   }
   if (command == "weights") {

@@ -1,10 +1,17 @@
 // Engine: the conv2d inference engine, with no knowledge of gRPC, protobuf, metrics or flags.
-//
-// Submit() validates a job and queues it in the ShapeBatcher; worker threads take batches and
-// route each one (engine/router: predicted completion time on the CPU pool vs each GPU, or the
-// job's explicit device). CPU batches run on the worker (oneDNN on an OpenMP pool); GPU batches
-// go to that GPU's GpuDispatcher thread. Each job's done is called exactly once.
-// Batches of small jobs run side by side, one OpenMP thread each; a large job uses every thread.
+// A facade that wires its parts; each lives in its own file:
+//   admission_control.h   per-job cost limits and the in-flight byte budget (Admit)
+//   scheduler/            ShapeBatcher: per-shape queues, priority levels, per-client fairness
+//   core/weight_cache.h   confirmed weight identity (XXH3-128 + one byte comparison)
+//   router/placement.h    CPU or which GPU for each batch (cost model + exploration)
+//   calibration/          start-up rates the router begins with
+//   cpu/cpu_executor.h    the CPU pool (slots, gather/scatter, slicing of large jobs)
+//   gpu/gpu_dispatcher.h  one GPU (submission, faults, fallback to the CPU)
+//   core/completion_executor.h  the threads that run jobs' done callbacks
+// Submit admits a job and queues it; worker threads take batches, give them a weight identity
+// (splitting a batch whose jobs turn out to carry different weights), place them and hand them
+// to the chosen DeviceExecutor. Executors give finished jobs back; the engine completes them on
+// its CompletionExecutor. Each job's done is called exactly once.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +22,17 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/clock.h"
+#include "engine/admission_control.h"
+#include "engine/core/completion_executor.h"
 #include "engine/core/device_request.h"
 #include "engine/core/job.h"
+#include "engine/core/weight_cache.h"
 #include "engine/cpu/cpu_backend.h"
 #include "engine/devices_snapshot.h"
-#include "engine/gpu_dispatcher.h"
+#include "engine/gpu/gpu_dispatcher.h"
 #include "engine/hip/gpu_device.h"
+#include "engine/calibration/calibration.h"
 #include "engine/router/rate_estimator.h"
 #include "engine/scheduler/shape_batcher.h"
 #include "engine/registry/weight_registry.h"
@@ -41,26 +53,38 @@ struct EngineStats {
   QueueSnapshot queue;
 };
 
-// True for the RESOURCE_EXHAUSTED that Submit returns when the queue is full (a retryable
-// overload), as opposed to a job that can never fit.
-bool IsQueueFull(const absl::Status& status);
+// IsQueueFull (admission_control.h) tells the retryable RESOURCE_EXHAUSTED of Submit and Admit
+// (queue or budget full) from a job that can never fit.
 
 struct EngineOptions {
+  // The engine's only time source (tests pass a FakeClock); not owned, must outlive the engine.
+  // It replaces batcher.clock.
+  Clock* clock = Clock::Real();
   ShapeBatcher::Options batcher;
   CpuBackend::Options cpu;
-  // Largest input + weight + bias + output bytes of one job. RESOURCE_EXHAUSTED above it (the
-  // message names `max_job_bytes_flag`). Range [1, 2^50].
+  // Every limit below is named in the RESOURCE_EXHAUSTED message that it causes, by its field
+  // name (sparkled's flag of the same name sets it).
+  // Largest input + weight + bias + output bytes of one job. Range [1, 2^50].
   int64_t max_job_bytes = int64_t{1} << 30;
-  // Weights up to this many bytes are hashed at Submit so that jobs sending the same weights
-  // batch together and share the reordered copy. Range [0, 2^40]; 0 disables it.
+  // Weights sent with a request, up to this many bytes (weight + bias), get a confirmed identity
+  // on a worker thread (core/weight_cache.h: one read to hash, one to compare) so that jobs
+  // sending the same weights batch together and share reordered or resident copies; larger
+  // ones run alone, uncached. Range [0, 2^40]; 0 disables it.
   int64_t max_hashed_weight_bytes = int64_t{4} << 20;
-  // Jobs below this many FLOP are "small": they batch with jobs of the same key, and their
-  // batches run on one OpenMP thread each, several side by side. Larger jobs run alone (oneDNN
-  // already runs them near peak at their own N; concatenating would add two copies of their
-  // tensors) on every thread. In FLOP; range [0, 1e15]. 0: no job is small.
+  // The copies kept to confirm identities (LRU); bytes, range [0, 2^40].
+  WeightCache::Options weight_cache;
+  // Threads that complete jobs (the server serializes and sends replies there). Range [1, 64].
+  int completion_threads = 2;
+  // Jobs below this many FLOP are "small": on the CPU their batches are concatenated along N
+  // and run on one OpenMP thread each, several side by side. Larger jobs run on every thread,
+  // one job at a time (oneDNN already runs them near peak at their own N; concatenating would
+  // add two copies of their tensors). The rule is the CPU pool's only: batches for a GPU are
+  // concatenated whatever their size (launch and transfer per batch are what batching saves
+  // there), and large jobs that may only run on the CPU are not batched at all. In FLOP;
+  // range [0, 1e15]. 0: no job is small.
   double small_job_max_flops = 2e7;
-  // Largest cost of one job in GFLOP (Conv2dParams::flops, the direct algorithm). RESOURCE_EXHAUSTED
-  // above it (the message names `max_job_gflop_flag`), before anything is allocated. Range
+  // Largest cost of one job in GFLOP (Conv2dParams::flops, the direct algorithm), checked
+  // before anything is allocated. Range
   // (0, 1e9]. The default admits every layer of the reference table at N=64 (the largest,
   // vgg_3x3_224, is 237 GFLOP: ~0.7 s at the ~330 GFLOP/s oneDNN reaches on the 2-core
   // reference machine, docs/performance.md); 500 GFLOP is ~1.5 s there.
@@ -69,23 +93,17 @@ struct EngineOptions {
   // checked at Submit against the padded input (Conv2dParams::padded_input_bytes) and the
   // im2col bound of every thread (Conv2dParams::im2col_bytes × threads), and by the backend
   // against oneDNN's scratchpad + layout-reorder buffers once the primitive descriptor exists,
-  // before any buffer is allocated. RESOURCE_EXHAUSTED naming `max_job_scratch_bytes_flag`.
-  // Also bounds what a primitive may cost to create. Range [1 MiB, 2^50].
+  // before any buffer is allocated. Also bounds what a primitive may cost to create. Range
+  // [1 MiB, 2^50].
   int64_t max_job_scratch_bytes = int64_t{512} << 20;
   // Bytes (Conv2dJob::bytes: input + weight + bias + output) of admitted jobs that have not
   // completed yet, queued and running together. Admission beyond it is the retryable
   // queue-full RESOURCE_EXHAUSTED (IsQueueFull); a job larger than the whole budget is refused
-  // for good, naming `max_inflight_bytes_flag`. Range [1 MiB, 2^50]. The default keeps a
+  // for good. Range [1 MiB, 2^50]. The default keeps a
   // daemon with default flags under 1 GiB RSS (docs/operations.md, "Memory bounds").
   // 448 MiB: 32 `large` jobs (12.8 MB in + out) from four connections of 8 streams fit, so
   // such a client is slowed by the stream cap and never refused; one ~256 MiB output at a time.
   int64_t max_inflight_bytes = int64_t{448} << 20;
-  // Names used in error messages so that users learn which flag raises a limit; a library
-  // never reads flags itself.
-  std::string max_job_bytes_flag = "max_job_bytes";
-  std::string max_job_gflop_flag = "max_job_gflop";
-  std::string max_job_scratch_bytes_flag = "max_job_scratch_bytes";
-  std::string max_inflight_bytes_flag = "max_inflight_bytes";
   // The weights registry (budget, persistence directory), created with the engine.
   WeightRegistry::Options weights;
 
@@ -96,17 +114,17 @@ struct EngineOptions {
   // (the best healthy GPU) or gpu:N. A GPU policy on a machine without that GPU fails Create
   // with FAILED_PRECONDITION.
   DeviceRequest device_policy;
-  // What happens to queued work of a GPU that latched unhealthy (see GpuDispatcher).
+  // What happens to queued work of a GPU that latched unhealthy (gpu/gpu_dispatcher.h).
   GpuFaultPolicy on_gpu_fault = GpuFaultPolicy::kRerouteToCpu;
-  // Router rates. 0 = measured at Create when a GPU is present (CPU: a short oneDNN run of a
-  // representative layer; GPU: a small transfer-bound and a small compute-bound work through
-  // the device, defaults if that fails), then refined online from completed batches.
-  // GFLOP/s and GB/s (1e9 bytes/s), each in [0, 1e7].
+  // Router rates (calibration/calibration.h). 0 = measured at Create when a GPU is present
+  // (CPU: a short oneDNN run of a representative layer; GPU: a small transfer-bound and a small
+  // compute-bound work through the device, defaults if that fails), then refined online from
+  // completed batches. GFLOP/s and GB/s (1e9 bytes/s), each in [0, 1e7]; the launch overhead
+  // is the fixed cost the router adds to every GPU batch (submit, launch, synchronisation),
+  // seconds, [0, 1].
   double cpu_gflops = 0;
   double gpu_gflops = 0;
   double gpu_transfer_gbps = 0;
-  // Fixed cost the router adds to every GPU batch (submit, launch, synchronisation), seconds,
-  // [0, 1].
   double gpu_launch_overhead_s = 30e-6;
   // Online refinement of the rates (EWMA weight, shape classes kept per device).
   RateEstimator::Options rates;
@@ -118,23 +136,8 @@ class Engine {
   struct Impl;
 
  public:
-  // A job's share of the in-flight budget (EngineOptions::max_inflight_bytes), held from
-  // before its buffers exist until it completes. Move-only; gives the bytes back when
-  // destroyed. Must not outlive the engine.
-  class Admission {
-   public:
-    Admission() = default;
-    Admission(Admission&& o) noexcept;
-    Admission& operator=(Admission&& o) noexcept;
-    ~Admission();
-    int64_t bytes() const { return bytes_; }
-
-   private:
-    friend class Engine;
-    Impl* impl_ = nullptr;
-    int64_t bytes_ = 0;
-  };
-
+  // A job's share of the in-flight budget (admission_control.h).
+  using Admission = sparkle::Admission;
 
   // Validates the options (INVALID_ARGUMENT naming the field), creates the backend and starts
   // the worker threads.
@@ -181,7 +184,7 @@ class Engine {
   // Implementation details follow; API users need not read.
   // `held`, when set, is `admission` itself, owned by the job until it completes.
   absl::Status SubmitAdmitted(std::unique_ptr<Conv2dJob>* job, const Admission& admission,
-                              std::shared_ptr<Admission> held);
+                              std::unique_ptr<Admission> held);
   explicit Engine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/scheduling_client.h"
 #include "server/status_convert.h"
 #include "server/triton_messages.h"
 #include "spdlog/spdlog.h"
@@ -187,7 +188,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   job->device = parsed->device;
   job->deadline = std::min(FromChrono(context->deadline()), absl::Now() + parsed->queue_timeout);
   job->cancelled = reactor->cancelled();
-  job->client = std::move(caller->name);
+  job->client = SchedulingClient(*caller);  // token name, or peer host without the port
   const int64_t response_bytes = static_cast<int64_t>(output->size());
   job->done = [reactor, received, n = p.n, response_bytes, stats = stats_, metrics = metrics_](
                   const absl::Status& status, const ExecTimestamps& timestamps) {

@@ -66,6 +66,12 @@ ABSL_FLAG(int64_t, max_batch_bytes, int64_t{64} << 20,
           "largest sum of job bytes (in + weight + bias + out) in one batch, [1, 2^40]");
 ABSL_FLAG(absl::Duration, max_queue_delay, absl::ZeroDuration(),
           "how long a partial batch may wait to fill, [0, 1s]; 0 = run what is queued");
+ABSL_FLAG(int, priority_levels, 2,
+          "request priority levels, [1, 16] (default 2); 1 is served first, a request's "
+          "priority 0 means the lowest level");
+ABSL_FLAG(absl::Duration, priority_aging, absl::Seconds(1),
+          "a queued job is served as if one level higher per this much waiting (never above "
+          "1), duration in [0, 1h] (default 1s); 0 = no aging");
 ABSL_FLAG(int64_t, max_queued_jobs, 4096, "jobs waiting at most, [1, 2^31]");
 ABSL_FLAG(int64_t, max_queued_bytes, int64_t{2} << 30, "bytes of waiting jobs at most, [1, 2^50]");
 ABSL_FLAG(int64_t, max_job_bytes, int64_t{1} << 30,
@@ -140,6 +146,8 @@ sparkle::ServerOptions OptionsFromFlags() {
   e.batcher.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   e.batcher.max_batch_bytes = absl::GetFlag(FLAGS_max_batch_bytes);
   e.batcher.max_queue_delay = absl::GetFlag(FLAGS_max_queue_delay);
+  e.batcher.priority_levels = absl::GetFlag(FLAGS_priority_levels);
+  e.batcher.priority_aging = absl::GetFlag(FLAGS_priority_aging);
   e.batcher.max_queued_jobs = absl::GetFlag(FLAGS_max_queued_jobs);
   e.batcher.max_queued_bytes = absl::GetFlag(FLAGS_max_queued_bytes);
   e.max_job_bytes = absl::GetFlag(FLAGS_max_job_bytes);

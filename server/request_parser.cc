@@ -261,7 +261,7 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   if (static_cast<int64_t>(request_bytes) > limits.max_request_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the request is ", request_bytes, " bytes, above the ", limits.max_request_bytes,
-        "-byte message limit (raise it with --", limits.flag, ")"));
+        "-byte message limit max_message_bytes"));
   }
   SPARKLE_RETURN_IF_ERROR(CheckModel(request.model_name(), request.model_version()));
   ParsedInferRequest out;
@@ -357,7 +357,7 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
   if (response_bytes > limits.max_response_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the response would be ", response_bytes, " bytes (", output_bytes, " of output), above the ",
-        limits.max_response_bytes, "-byte message limit (raise it with --", limits.flag, ")"));
+        limits.max_response_bytes, "-byte message limit max_message_bytes"));
   }
   SPARKLE_RETURN_IF_ERROR(
       TensorData(request, *named.input, named.input_index, p.input_elements(), &out.input));

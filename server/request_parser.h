@@ -43,12 +43,11 @@ struct ParsedInferRequest {
 inline constexpr int64_t kResponseOverheadBytes = 128;
 
 struct ParseLimits {
-  // Largest request (serialized), in bytes; RESOURCE_EXHAUSTED naming `flag` above it.
+  // Largest request (serialized), in bytes; RESOURCE_EXHAUSTED naming max_message_bytes above it.
   int64_t max_request_bytes = int64_t{256} << 20;
   // Largest response the daemon may send, in bytes (the output, its metadata and the echoed
-  // request id: kResponseOverheadBytes); RESOURCE_EXHAUSTED naming `flag` above it.
+  // request id: kResponseOverheadBytes); RESOURCE_EXHAUSTED naming max_message_bytes above it.
   int64_t max_response_bytes = int64_t{256} << 20;
-  std::string flag = "max_message_bytes";
 };
 
 // NOT_FOUND for an unknown model or version, RESOURCE_EXHAUSTED for an output above the limit,

@@ -1,8 +1,10 @@
 #include "server/server_metrics.h"
 
+#include <algorithm>
 #include <exception>
 #include <limits>
 #include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -177,6 +179,25 @@ class ServerMetrics::SnapshotCollector final : public prometheus::Collectable {
           static_cast<double>(e.queue.bytes));
     gauge("sparkle_queue_shape_classes", "Batching keys (shape classes) with waiting jobs.",
           static_cast<double>(e.queue.queues.size()));
+    if (!e.queue.levels.empty()) {
+      auto level_jobs =
+          Family("sparkle_queue_level_jobs",
+                 "Jobs waiting in the batcher, by priority level (1 is served first).",
+                 MetricType::Gauge);
+      auto level_wait = Family("sparkle_queue_level_oldest_wait_seconds",
+                               "How long the oldest waiting job of each priority level has waited "
+                               "(0 when the level is empty).",
+                               MetricType::Gauge);
+      for (const QueueSnapshot::LevelQueue& l : e.queue.levels) {
+        const std::string level = std::to_string(l.level);
+        level_jobs.metric.push_back(
+            Sample(static_cast<double>(l.jobs), MetricType::Gauge, {{"level", level}}));
+        level_wait.metric.push_back(Sample(absl::ToDoubleSeconds(l.oldest_wait),
+                                           MetricType::Gauge, {{"level", level}}));
+      }
+      out.push_back(std::move(level_jobs));
+      out.push_back(std::move(level_wait));
+    }
 
     auto jobs = Family("sparkle_engine_jobs_total",
                        "Jobs by engine outcome: accepted, rejected at admission, succeeded, "
@@ -319,6 +340,13 @@ absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Create(const Optio
                               "batch_formation, compute, output (CPU); queue, h2d, compute, "
                               "d2h (GPU).")
                           .Register(r);
+  m->queue_wait_family_ = &prometheus::BuildHistogram()
+                               .Name("sparkle_queue_wait_seconds")
+                               .Help(
+                                   "Time jobs waited in the batcher (enqueued to batch formed), "
+                                   "by the priority level they were queued at; every job taken "
+                                   "into a batch, whatever its final status.")
+                               .Register(r);
   m->request_bytes_ = &prometheus::BuildCounter()
                            .Name("sparkle_request_bytes_total")
                            .Help("Bytes of ModelInfer request messages received (all requests).")
@@ -401,6 +429,17 @@ ServerMetrics::DeviceSeries& ServerMetrics::Device(int device, bool executed) {
   return *raw;
 }
 
+prometheus::Histogram& ServerMetrics::QueueWait(int level) {
+  if (prometheus::Histogram* h = queue_wait_[level].load(std::memory_order_acquire)) return *h;
+  absl::MutexLock lock(&mu_);
+  prometheus::Histogram* h = queue_wait_[level].load(std::memory_order_acquire);
+  if (h == nullptr) {
+    h = &queue_wait_family_->Add({{"level", std::to_string(level)}}, LatencyBuckets());
+    queue_wait_[level].store(h, std::memory_order_release);
+  }
+  return *h;
+}
+
 prometheus::Counter& ServerMetrics::Requests(DeviceSeries& device, absl::StatusCode code) {
   int index = static_cast<int>(code);
   if (index < 0 || index >= kNumStatusCodes) index = static_cast<int>(absl::StatusCode::kUnknown);
@@ -417,6 +456,12 @@ prometheus::Counter& ServerMetrics::Requests(DeviceSeries& device, absl::StatusC
 
 void ServerMetrics::RecordOutcome(const RequestOutcome& outcome) {
   const StageDurations s = StagesOf(outcome);
+  const ExecTimestamps& t = outcome.timestamps;
+  if (t.level >= 1 && t.level <= kMaxPriorityLevels && t.batch_formed != absl::InfinitePast() &&
+      t.enqueued != absl::InfinitePast()) {
+    QueueWait(t.level).Observe(
+        std::max(0.0, absl::ToDoubleSeconds(t.batch_formed - t.enqueued)));
+  }
   DeviceSeries& device = Device(outcome.timestamps.device, s.executed);
   Requests(device, outcome.code).Increment();
   if (outcome.code != absl::StatusCode::kOk || !s.executed) return;

@@ -111,9 +111,12 @@ class ServerMetrics {
   class SnapshotCollector;
   static constexpr int kMaxGpus = 16;
   static constexpr int kNumStatusCodes = 17;  // absl/gRPC codes 0..16
+  static constexpr int kMaxPriorityLevels = 16;  // ShapeBatcher::Options::priority_levels
 
   ServerMetrics() = default;
   DeviceSeries& Device(int device, bool executed);
+  // sparkle_queue_wait_seconds{level}, created on first use; level in [1, kMaxPriorityLevels].
+  prometheus::Histogram& QueueWait(int level);
   prometheus::Counter& Requests(DeviceSeries& device, absl::StatusCode code);
 
   std::shared_ptr<prometheus::Registry> registry_;
@@ -124,6 +127,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* requests_family_ = nullptr;
   prometheus::Family<prometheus::Histogram>* latency_family_ = nullptr;
   prometheus::Family<prometheus::Histogram>* stage_family_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_wait_family_ = nullptr;
+  // Indexed by level; [0] unused.
+  std::array<std::atomic<prometheus::Histogram*>, kMaxPriorityLevels + 1> queue_wait_{};
   prometheus::Counter* request_bytes_ = nullptr;
   prometheus::Counter* response_bytes_ = nullptr;
   std::array<prometheus::Counter*, kNumRejectReasons> rejected_{};

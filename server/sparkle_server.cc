@@ -332,6 +332,13 @@ void SparkleServer::Wait() { impl_->shutdown_done.WaitForNotification(); }
 
 const std::string& SparkleServer::address() const { return impl_->address; }
 
+std::shared_ptr<grpc::Channel> SparkleServer::InProcessChannel() const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  return impl_->server->InProcessChannel(args);
+}
+
 bool SparkleServer::Healthy() const {
   absl::MutexLock lock(&impl_->engine_mu);
   if (impl_->engine_destroyed) return true;  // stopped: systemd's TimeoutStopSec takes over

@@ -11,6 +11,10 @@
 #include "absl/time/time.h"
 #include "server/server_options.h"
 
+namespace grpc {
+class Channel;
+}  // namespace grpc
+
 namespace sparkle {
 
 class SparkleServer {
@@ -42,6 +46,11 @@ class SparkleServer {
   bool Healthy() const;
 
   const std::string& address() const;
+
+  // A channel into the main listener's services without any socket (gRPC's in-process
+  // transport), for in-process tests: no credentials, no size limit on the client side. Its
+  // calls see the same services, CallAuth and limits as remote ones. Valid until Shutdown.
+  std::shared_ptr<grpc::Channel> InProcessChannel() const;
 
  private:
   // Implementation details follow; API users need not read.

@@ -18,6 +18,7 @@ struct ExecTimestamps {
   int batch_jobs = 0;                               // jobs in the executed batch
   int64_t batch_n = 0;                              // N of the executed batch
   int device = -1;                                  // -1: the CPU pool; >= 0: that GPU
+  int level = 0;  // priority level the job was queued at (1 = highest); 0: never queued
 };
 
 }  // namespace sparkle

@@ -40,12 +40,14 @@ struct Conv2dJob {
   // bias, if any, is the job's bias).
   std::shared_ptr<const RegisteredWeight> registered_weight;
 
-  // Weight identity: jobs batch together only when their geometry and weight_key match. 0 means
-  // "no identity" (never batched with others, weights never cached). Engine::Submit fills it
-  // from the weight bytes when the submitter leaves it 0 and the weights are small enough.
+  // Batching key, set by Engine::Submit (any value the submitter leaves is replaced): jobs
+  // share a queue only when their geometry and weight_key match; 0 means "runs alone". Registered
+  // weights: the registration's key. Weights sent with the request: one key meaning "identity
+  // to be confirmed", so a worker gives them their confirmed WeightId (core/weight_cache.h) and
+  // splits a batch where they differ. Nothing trusts this key as proof of equal weights.
   uint64_t weight_key = 0;
-  // False: the job runs in a batch of its own even when others share its key (the engine sets
-  // it for jobs big enough that concatenating them along N would cost more than it saves).
+  // False: the job runs in a batch of its own even when others share its key (set by the
+  // engine for large jobs that can only run on the CPU, where concatenating gains nothing).
   bool batchable = true;
 
   // Where the job may run (docs/protocol.md `device`). "auto" takes the engine's device policy at

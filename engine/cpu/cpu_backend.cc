@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
@@ -259,8 +260,7 @@ Md UserWeights(const Conv2dParams& p) {
 // The first of ConvChoices that oneDNN offers on this CPU and whose scratch (ScratchBytes) is
 // at most `max_scratch` bytes. Only descriptors are made here: nothing large is allocated.
 absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
-    const dnnl::engine& engine, const Conv2dParams& p, bool winograd, int64_t max_scratch,
-    const std::string& max_scratch_flag) {
+    const dnnl::engine& engine, const Conv2dParams& p, bool winograd, int64_t max_scratch) {
   const auto src_dims = Dims({p.n, p.c, p.h, p.w});
   const auto dst_dims = Dims({p.n, p.k, p.p(), p.q()});
   const Md weights(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
@@ -296,17 +296,15 @@ absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
   if (smallest >= 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
         p.ToString(), " needs at least ", smallest, " bytes of scratch (oneDNN scratchpad and "
-        "layout buffers), above the ", max_scratch, "-byte limit (raise it with --",
-        max_scratch_flag, ")"));
+        "layout buffers), above the ", max_scratch, "-byte limit (max_job_scratch_bytes)"));
   }
   return last;
 }
 
 absl::StatusOr<PrimitiveSet> MakePrimitiveSet(const dnnl::engine& engine, const Conv2dParams& p,
-                                              bool winograd, int64_t max_scratch,
-                                              const std::string& max_scratch_flag) {
+                                              bool winograd, int64_t max_scratch) {
   absl::StatusOr<dnnl::convolution_forward::primitive_desc> made =
-      MakeConvPd(engine, p, winograd, max_scratch, max_scratch_flag);
+      MakeConvPd(engine, p, winograd, max_scratch);
   if (!made.ok()) return made.status();
   const dnnl::convolution_forward::primitive_desc& pd = *made;
   const Tag plain = PlainTag(p);
@@ -343,30 +341,13 @@ void Execute(const Step& step, const dnnl::engine& engine, dnnl::stream& stream,
   step.primitive.execute(stream, args);
 }
 
-// Whether a and b hold the same bytes, compared by the calling thread's OpenMP team: the
-// weights of a layer like resnet_3x3_7 (9.4 MB) take longer to compare on one core than the
-// convolution takes on two.
-bool SameBytes(const float* a, const float* b, int64_t elements) {
-  constexpr int64_t kChunk = 64 << 10;  // floats
-  const int64_t chunks = (elements + kChunk - 1) / kChunk;
-  bool same = true;
-  // Up to 1 MB compares faster on one thread than an OpenMP fork and join takes.
-#pragma omp parallel for if (chunks > 4) reduction(&& : same) schedule(static)
-  for (int64_t i = 0; i < chunks; ++i) {
-    const int64_t begin = i * kChunk, size = std::min(kChunk, elements - begin);
-    same = same && std::memcmp(a + begin, b + begin, size * sizeof(float)) == 0;
-  }
-  return same;
-}
-
-// Reordered weights and the plain bytes they were made from, which a lookup compares against
-// the caller's weights: a weight_key names weights but does not prove them.
+// Reordered weights of one confirmed WeightId (equal ids are equal bytes: the engine proved it,
+// engine/core/weight_cache.h), so a lookup compares nothing.
 struct CachedWeights {
-  uint64_t weight_key;
+  WeightId weight_id;
   Md layout;
-  std::vector<float> plain;
   dnnl::memory reordered;
-  int64_t bytes;  // plain + reordered
+  int64_t bytes;  // the reordered copy
 };
 
 // A registered weight's reordered copy, kept in its PrepackedWeights store.
@@ -390,33 +371,32 @@ struct CpuBackend::Impl {
   PrimitiveLru primitives ABSL_GUARDED_BY(mu);
   std::unordered_map<std::string, PrimitiveLru::iterator> primitive_index ABSL_GUARDED_BY(mu);
   int64_t primitive_bytes ABSL_GUARDED_BY(mu) = 0;  // sum of the cached sets' `bytes`
-  // Keyed by (weight_key, reordered layout): the layout holds the weight dims, and batches of
+  // Keyed by (weight_id, reordered layout): the layout holds the weight dims, and batches of
   // any size or thread count whose convolutions pick one layout share one entry.
   using WeightLru = std::list<std::shared_ptr<const CachedWeights>>;
   WeightLru weights ABSL_GUARDED_BY(mu);
-  std::unordered_multimap<uint64_t, WeightLru::iterator> weight_index ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<WeightId, std::vector<WeightLru::iterator>> weight_index ABSL_GUARDED_BY(mu);
   int64_t weight_bytes ABSL_GUARDED_BY(mu) = 0;  // sum of the entries' bytes
 
-  // Whether calls with weight_key may run Winograd on p. Its weight transform costs up to 50x
-  // its convolution (28 ms for resnet_3x3_7's weights), so it only pays when the transformed
-  // weights are cached: weight_key != 0 and room for the plain copy plus the transform (at
+  // Whether calls with weights of an identity may run Winograd on p. Its weight transform
+  // costs up to 50x its convolution (28 ms for resnet_3x3_7's weights), so it only pays when
+  // the transformed weights are cached: a non-empty weight_id and room for the transform (at
   // most 4x the plain bytes, F(4,3)).
-  bool Winograd(const Conv2dParams& p, uint64_t weight_key) const {
-    return options.allow_winograd && weight_key != 0 && WinogradShape(p) &&
-           5 * p.weight_elements() * static_cast<int64_t>(sizeof(float)) <=
+  bool Winograd(const Conv2dParams& p, bool identified) const {
+    return options.allow_winograd && identified && WinogradShape(p) &&
+           4 * p.weight_elements() * static_cast<int64_t>(sizeof(float)) <=
                options.weight_cache_bytes;
   }
   // The primitives for p at `threads`, from the cache or built (with no lock held). The
   // caller has set the OpenMP team size to `threads`.
   absl::StatusOr<std::shared_ptr<const PrimitiveSet>> Primitives(const Conv2dParams& p,
                                                                  int threads, bool winograd);
-  // The cached reordered weights for (weight_key, layout) if their plain bytes equal `plain`.
-  std::shared_ptr<const CachedWeights> FindWeights(uint64_t weight_key, const Md& layout,
-                                                   const float* plain, int64_t elements);
+  // The cached reordered weights for (weight_id, layout), or null.
+  std::shared_ptr<const CachedWeights> FindWeights(const WeightId& weight_id, const Md& layout);
   // Inserts `entry`, replacing any entry of the same key and layout, then evicts to the limit.
   void InsertWeights(std::shared_ptr<const CachedWeights> entry);
   // args.weight in set.weights' layout: the caller's own buffer when the layouts match, else
-  // from the cache (weight_key != 0 and room for the entry), else reordered into the calling
+  // from the cache (a non-empty weight_id and room for the entry), else reordered into the calling
   // thread's scratch. `*cached` keeps a cache entry alive while the call uses it.
   dnnl::memory Weights(const PrimitiveSet& set, const Conv2dParams& p, const ConvArgs& args,
                        dnnl::stream& stream, std::shared_ptr<const CachedWeights>* cached);
@@ -437,15 +417,14 @@ absl::StatusOr<std::shared_ptr<const PrimitiveSet>> CpuBackend::Impl::Primitives
       return it->second->second;
     }
   }
-  if (PrimitiveBytes(p) > options.max_scratch_bytes) {
+  if (PrimitiveBytes(p) > options.max_job_scratch_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         p.ToString(), ": an output width of ", p.q(), " needs about ", PrimitiveBytes(p),
         " bytes of oneDNN primitive tables (~2 KiB per output column), above the ",
-        options.max_scratch_bytes, "-byte limit (raise it with --",
-        options.max_scratch_bytes_flag, ")"));
+        options.max_job_scratch_bytes, "-byte limit (max_job_scratch_bytes)"));
   }
   absl::StatusOr<PrimitiveSet> made = MakePrimitiveSet(
-      engine, p, winograd, options.max_scratch_bytes, options.max_scratch_bytes_flag);
+      engine, p, winograd, options.max_job_scratch_bytes);
   if (!made.ok()) return made.status();
   made->bytes = PrimitiveBytes(p);
   auto set = std::make_shared<const PrimitiveSet>(*std::move(made));
@@ -468,25 +447,18 @@ absl::StatusOr<std::shared_ptr<const PrimitiveSet>> CpuBackend::Impl::Primitives
   return set;
 }
 
-std::shared_ptr<const CachedWeights> CpuBackend::Impl::FindWeights(uint64_t weight_key,
-                                                                   const Md& layout,
-                                                                   const float* plain,
-                                                                   int64_t elements) {
-  std::shared_ptr<const CachedWeights> entry;
-  {
-    absl::MutexLock lock(&mu);
-    auto [begin, end] = weight_index.equal_range(weight_key);
-    for (auto it = begin; it != end; ++it) {
-      if ((*it->second)->layout == layout) {
-        weights.splice(weights.begin(), weights, it->second);
-        entry = *it->second;
-        break;
-      }
+std::shared_ptr<const CachedWeights> CpuBackend::Impl::FindWeights(const WeightId& weight_id,
+                                                                   const Md& layout) {
+  absl::MutexLock lock(&mu);
+  auto found = weight_index.find(weight_id);
+  if (found == weight_index.end()) return nullptr;
+  for (WeightLru::iterator it : found->second) {
+    if ((*it)->layout == layout) {
+      weights.splice(weights.begin(), weights, it);
+      return *it;
     }
   }
-  // Compared outside the lock: the entry is immutable and kept alive by `entry`.
-  if (entry == nullptr || !SameBytes(entry->plain.data(), plain, elements)) return nullptr;
-  return entry;
+  return nullptr;
 }
 
 dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dParams& p,
@@ -498,12 +470,10 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
     // The store lives as long as the job that holds the registered weight, longer than the call.
     if (auto copy = Prepacked(set, args, stream)) return copy->reordered;
   }
-  const int64_t elements = p.weight_elements();
-  const int64_t bytes =
-      elements * static_cast<int64_t>(sizeof(float)) + static_cast<int64_t>(set.weights.get_size());
-  const bool cacheable = args.weight_key != 0 && bytes <= options.weight_cache_bytes;
+  const int64_t bytes = static_cast<int64_t>(set.weights.get_size());
+  const bool cacheable = !args.weight_id.empty() && bytes <= options.weight_cache_bytes;
   if (cacheable) {
-    *cached = FindWeights(args.weight_key, set.weights, args.weight, elements);
+    *cached = FindWeights(args.weight_id, set.weights);
     if (*cached != nullptr) return (*cached)->reordered;
   }
   const dnnl::memory reordered =
@@ -514,8 +484,7 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
   if (cacheable) {
     stream.wait();  // other threads may use the entry as soon as it is inserted
     InsertWeights(std::make_shared<const CachedWeights>(
-        CachedWeights{args.weight_key, set.weights,
-                      std::vector<float>(args.weight, args.weight + elements), reordered, bytes}));
+        CachedWeights{args.weight_id, set.weights, reordered, bytes}));
   }
   return reordered;
 }
@@ -550,29 +519,25 @@ std::shared_ptr<const PrepackedCpuWeights> CpuBackend::Impl::Prepacked(const Pri
 
 void CpuBackend::Impl::InsertWeights(std::shared_ptr<const CachedWeights> entry) {
   absl::MutexLock lock(&mu);
-  auto [begin, end] = weight_index.equal_range(entry->weight_key);
-  for (auto it = begin; it != end; ++it) {
-    if ((*it->second)->layout == entry->layout) {
-      weight_bytes -= (*it->second)->bytes;
-      weights.erase(it->second);
-      weight_index.erase(it);
+  std::vector<WeightLru::iterator>& same_id = weight_index[entry->weight_id];
+  for (auto it = same_id.begin(); it != same_id.end(); ++it) {
+    if ((**it)->layout == entry->layout) {
+      weight_bytes -= (**it)->bytes;
+      weights.erase(*it);
+      same_id.erase(it);
       break;
     }
   }
   weight_bytes += entry->bytes;
-  weights.push_front(entry);
-  weight_index.emplace(entry->weight_key, weights.begin());
+  weights.push_front(std::move(entry));
+  same_id.push_back(weights.begin());
   while (weight_bytes > options.weight_cache_bytes) {
-    const CachedWeights& oldest = *weights.back();
-    auto [first, last] = weight_index.equal_range(oldest.weight_key);
-    for (auto it = first; it != last; ++it) {
-      if (it->second == std::prev(weights.end())) {
-        weight_index.erase(it);
-        break;
-      }
-    }
-    weight_bytes -= oldest.bytes;
-    weights.pop_back();
+    const WeightLru::iterator oldest = std::prev(weights.end());
+    auto found = weight_index.find((*oldest)->weight_id);
+    std::erase(found->second, oldest);
+    if (found->second.empty()) weight_index.erase(found);
+    weight_bytes -= (*oldest)->bytes;
+    weights.erase(oldest);
   }
 }
 
@@ -589,10 +554,10 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Options& op
     return absl::InvalidArgumentError(absl::StrCat("max_primitives must be in [1, ", kMaxPrimitives,
                                                    "]; was ", options.max_primitives));
   }
-  if (options.max_scratch_bytes < (int64_t{1} << 20) ||
-      options.max_scratch_bytes > (int64_t{1} << 50)) {
+  if (options.max_job_scratch_bytes < (int64_t{1} << 20) ||
+      options.max_job_scratch_bytes > (int64_t{1} << 50)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "max_scratch_bytes must be in [1 MiB, 2^50]; was ", options.max_scratch_bytes));
+        "max_job_scratch_bytes must be in [1 MiB, 2^50]; was ", options.max_job_scratch_bytes));
   }
   if (options.scratch_retain_bytes < 0 || options.scratch_retain_bytes > (int64_t{1} << 40)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -631,8 +596,7 @@ absl::Status CpuBackend::Supports(const Conv2dParams& p) const {
   ScopedOmpThreads omp_threads(impl_->threads);
   return CatchAll(p, [&] {
     // Without Winograd: the choices every Winograd call falls back to.
-    return MakeConvPd(impl_->engine, p, /*winograd=*/false, impl_->options.max_scratch_bytes,
-                      impl_->options.max_scratch_bytes_flag)
+    return MakeConvPd(impl_->engine, p, /*winograd=*/false, impl_->options.max_job_scratch_bytes)
         .status();
   });
 }
@@ -647,7 +611,7 @@ absl::StatusOr<std::string> CpuBackend::ImplementationName(const Conv2dParams& p
   return CatchAll(p, [&]() -> absl::StatusOr<std::string> {
     // As run for weights with a weight_key, the case a server sees in steady state.
     SPARKLE_ASSIGN_OR_RETURN(auto set,
-                             impl_->Primitives(p, threads, impl_->Winograd(p, /*weight_key=*/1)));
+                             impl_->Primitives(p, threads, impl_->Winograd(p, /*identified=*/true)));
     return set->impl;
   });
 }
@@ -667,7 +631,7 @@ absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int th
   absl::Status status = CatchAll(p, [&]() -> absl::Status {
     Impl& impl = *impl_;
     SPARKLE_ASSIGN_OR_RETURN(const std::shared_ptr<const PrimitiveSet> set,
-                             impl.Primitives(p, threads, impl.Winograd(p, args.weight_key)));
+                             impl.Primitives(p, threads, impl.Winograd(p, !args.weight_id.empty())));
     ThreadScratch& scratch = LocalScratch();
     dnnl::stream stream(impl.engine);
     dnnl::memory src = UserMemory(set->user_src, impl.engine, args.input);

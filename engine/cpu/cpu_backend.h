@@ -1,8 +1,8 @@
 // CpuBackend: conv2d on the CPU through oneDNN (Debian libdnnl 2.6, OpenMP runtime).
 //
 // Primitives are created once per (geometry with N, thread count) and cached; weights are
-// reordered into oneDNN's preferred layout once per weight_key and kept (LRU, bounded in bytes;
-// a lookup compares the plain bytes, so a hash collision can never return foreign weights), or,
+// reordered into oneDNN's preferred layout once per confirmed weight_id and kept (LRU, bounded
+// in bytes; equal ids are equal bytes, engine/core/weight_id.h, so nothing is compared), or,
 // for registered weights, kept in the caller's PrepackedWeights store (no compare, no eviction);
 // temporary buffers (layout reorders, scratchpad) live in per-thread scratch that grows to the
 // largest size seen and is reused, so steady-state calls allocate nothing and touch no fresh
@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "engine/core/conv2d_params.h"
 #include "engine/core/prepacked_weights.h"
+#include "engine/core/weight_id.h"
 
 namespace sparkle {
 
@@ -26,12 +27,13 @@ struct ConvArgs {
   const float* weight = nullptr;  // [K, C/groups, R, S] always
   const float* bias = nullptr;    // [K] when params.has_bias
   float* output = nullptr;
-  // Identity of `weight`; 0 = none (weights reordered on every call, nothing cached).
-  uint64_t weight_key = 0;
+  // Confirmed identity of `weight` (engine/core/weight_id.h: equal ids are equal bytes); empty =
+  // none (weights reordered on every call, nothing cached).
+  WeightId weight_id;
   // Optional: the store of `weight`'s prepacked copies, for weights that are immutable while
   // the store lives (registered weights, engine/registry). The reordered copy is kept there, not
   // in the LRU cache: never evicted, and found without comparing the weight bytes. When the
-  // store's budget refuses the copy, the call falls back to the LRU cache (needs weight_key).
+  // store's budget refuses the copy, the call falls back to the LRU cache (needs weight_id).
   PrepackedWeights* prepacked = nullptr;
 };
 
@@ -42,13 +44,12 @@ class CpuBackend {
     // (sched_getaffinity, also capped by the cgroup cpu.max quota). Range [0, 1024].
     int threads = 0;
     // Use oneDNN's Winograd algorithm for 3×3, stride 1, dilation 1, groups 1, C and K >= 32 when
-    // oneDNN offers it on this CPU and the call's weights are cached (weight_key != 0 and room in
+    // oneDNN offers it on this CPU and the call's weights are cached (a weight_id and room in
     // the weight cache): about 1.5x the direct rate here, reorders included; relative L2 error
     // < 1e-5 on the shape table. Uncached weights run direct: the Winograd weight transform
     // costs up to 50x the convolution.
     bool allow_winograd = true;
-    // Bytes of weights kept across calls (LRU), counting the reordered copy and the plain copy a
-    // lookup compares. Range [0, 2^40]; 0 disables the cache.
+    // Bytes of reordered weights kept across calls (LRU). Range [0, 2^40]; 0 disables the cache.
     int64_t weight_cache_bytes = int64_t{256} << 20;
     // Cached primitive sets (LRU), bounded in count, range [1, 65536], and in bytes as
     // PrimitiveBytes estimates them, range [1 MiB, 2^40]. oneDNN's own primitive cache, which
@@ -60,10 +61,9 @@ class CpuBackend {
     // buffers of src, dst and uncached weights. Checked once the primitive descriptor exists,
     // before the primitive or any buffer is made; when oneDNN's preferred (blocked) layouts
     // need more, the next choice (plain layouts) is tried, and with none left the call is
-    // RESOURCE_EXHAUSTED naming `max_scratch_bytes_flag`. Range [1 MiB, 2^50]. The engine sets
-    // it from EngineOptions::max_job_scratch_bytes.
-    int64_t max_scratch_bytes = int64_t{512} << 20;
-    std::string max_scratch_bytes_flag = "max_job_scratch_bytes";
+    // RESOURCE_EXHAUSTED naming the option. Range [1 MiB, 2^50]. The engine sets it from its
+    // own EngineOptions::max_job_scratch_bytes.
+    int64_t max_job_scratch_bytes = int64_t{512} << 20;
     // Per-thread scratch kept across calls so that steady-state calls touch no fresh pages; a
     // call whose scratch grew beyond it frees that thread's scratch when it returns, so the
     // memory of one large call is not kept for good. Bytes per thread, range [0, 2^40].
@@ -81,11 +81,11 @@ class CpuBackend {
   // Thread-safe: several threads may run at once; no lock is held while computing.
   // INVALID_ARGUMENT for invalid params (or geometry oneDNN refuses as invalid), null pointers
   // or threads out of range; UNIMPLEMENTED if oneDNN cannot run p, RESOURCE_EXHAUSTED when out
-  // of memory or above max_scratch_bytes, INTERNAL if oneDNN fails.
+  // of memory or above max_job_scratch_bytes, INTERNAL if oneDNN fails.
   absl::Status Run(const Conv2dParams& p, const ConvArgs& args, int threads);
 
   // The oneDNN implementation chosen for p at `threads` threads when the weights have a
-  // weight_key, e.g. "brgconv:avx512_core" or "jit_fp32_wino_2x3:avx512_core" (creates and
+  // weight_id, e.g. "brgconv:avx512_core" or "jit_fp32_wino_2x3:avx512_core" (creates and
   // caches the primitive if needed).
   absl::StatusOr<std::string> ImplementationName(const Conv2dParams& p, int threads);
 

@@ -1,5 +1,12 @@
 // ConvKernels: every conv2d implementation of one device, in one ordered list (fastest first by
-// expectation), the tuner that picks one per shape at its first use, and the cache of choices.
+// expectation), the tuner that picks one per shape and N bucket, and the cache of choices.
+//
+// Tuning never blocks a launch: the first launch of a shape whose N bucket (TuningCache::ShapeKey:
+// N rounded up to a power of two) has no choice yet runs the default implementation (the first
+// of the list that supports it) at once and queues the shape for the tuning thread, which times
+// every candidate on its own stream and scratch buffers (zero-filled, allocated per shape and
+// freed after) and records the fastest; launches after that use it. The tuning thread shares the
+// device with real work, so its timings include that interference.
 // HIP-only header: include it from .hip files, or from the .cc tests and benchmarks of a GPU
 // build (the host compiler then sees HIP's host API; AMD builds define __HIP_PLATFORM_AMD__ for
 // them).
@@ -11,8 +18,13 @@
 
 #include <hip/hip_runtime.h>
 
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
 #include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "engine/core/conv2d_params.h"
@@ -26,21 +38,30 @@ class ConvKernels {
   // device: the ordinal (current when Launch runs); device_name keys the tuning cache;
   // tuning_cache_dir "" = memory only.
   ConvKernels(int device, std::string device_name, std::string tuning_cache_dir);
+  // Stops the tuning thread: queued shapes are dropped, the one being tuned stops after its
+  // current candidate. Any stream passed to Launch may be destroyed before or after.
+  ~ConvKernels();
+  ConvKernels(const ConvKernels&) = delete;
+  ConvKernels& operator=(const ConvKernels&) = delete;
 
   // "" when some implementation runs p; else every implementation's reason, joined by "; ".
   // An invalid p gives its validation error.
   std::string Supports(const Conv2dParams& p) const;
 
   // Enqueues the convolution on `stream` (device pointers; input/output in p.layout, weight
-  // [K, C/groups, R, S], bias null or [K] when p.has_bias). At the first use of a shape (p with
-  // its batch size) and when more than one implementation supports it, times each of them on
-  // `stream` (the output is overwritten by every trial, then by the real launch; this blocks
-  // the caller until the trials finish), keeps the fastest in memory and in the cache file.
-  // Returns hipErrorInvalidValue when p is invalid or unsupported, else the launch error.
+  // [K, C/groups, R, S], bias null or [K] when p.has_bias) with the implementation chosen for
+  // p's N bucket, or, before that choice exists, with the default one while the shape is queued
+  // for the tuning thread (when more than one implementation supports it; never blocks). A
+  // shape whose tuning failed (scratch memory, every candidate failed) keeps the default until
+  // a restart. Returns hipErrorInvalidValue when p is invalid or unsupported, else the launch
+  // error.
   hipError_t Launch(const Conv2dParams& p, const DevConvArgs& a, hipStream_t stream);
 
-  // Name of the implementation chosen for p ("" before its first use).
+  // Name of the implementation tuned for p's N bucket (or forced); "" before tuning finished.
   std::string Chosen(const Conv2dParams& p) const;
+  // Name of the implementation Launch runs for p now: forced, tuned, or the default; "" when
+  // none supports p.
+  std::string Selected(const Conv2dParams& p) const;
 
   // --- Tests and benchmarks ---
   // Every implementation's name, in order.
@@ -54,14 +75,24 @@ class ConvKernels {
   // Timed launches per implementation when tuning (after one warm-up launch). Range [1, 100];
   // default 3.
   void set_tuning_runs(int runs);
+  // Blocks until no shape is queued for tuning or being tuned.
+  void WaitForTuning();
+  // Shapes (N buckets) this object tuned, successfully or not, since it was built.
+  int64_t tunings() const;
   const TuningCache& tuning_cache() const { return cache_; }
   int device() const { return device_; }
 
  private:
   ConvImpl* Find(const std::string& name) const;
-  // Times every candidate on `stream`; the fastest, or null with *error set.
+  // The implementations that support p, in list order (the first is the default).
+  std::vector<ConvImpl*> Candidates(const Conv2dParams& p) const;
+  // Times every candidate on `stream`; the fastest, or null with *error set. Stops early (null)
+  // when the object is being destroyed.
   ConvImpl* Tune(const Conv2dParams& p, const DevConvArgs& a, hipStream_t stream,
                  const std::vector<ConvImpl*>& candidates, double* best_us, hipError_t* error);
+  // The tuning thread: takes queued shapes, allocates scratch, tunes, records the winner.
+  void TuningLoop();
+  void TuneOne(const Conv2dParams& p, const std::string& key, hipStream_t* stream);
 
   const int device_;
   const std::string device_name_;
@@ -69,8 +100,17 @@ class ConvKernels {
   TuningCache cache_;
 
   mutable std::mutex mu_;
+  std::condition_variable cv_;  // queue_, busy_ or stopping_ changed
   ConvImpl* forced_ = nullptr;  // guarded by mu_
   int tuning_runs_ = 3;         // guarded by mu_
+  // Guarded by mu_: shapes waiting for the tuning thread (one p per key), keys queued or tuned
+  // (never queued twice), whether a shape is being tuned, tunings finished, stop request.
+  std::deque<std::pair<std::string, Conv2dParams>> queue_;
+  std::set<std::string> seen_;
+  bool busy_ = false;
+  int64_t tunings_ = 0;
+  bool stopping_ = false;
+  std::thread tuning_thread_;  // last member: started in the constructor, joined first
 };
 
 }  // namespace sparkle::hip

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,6 +32,25 @@ ConvKernels::ConvKernels(int device, std::string device_name, std::string tuning
 #endif
   AppendDepthwiseImpls(&impls_);
   AppendImplicitGemmImpls(&impls_);
+  tuning_thread_ = std::thread([this] { TuningLoop(); });
+}
+
+ConvKernels::~ConvKernels() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  if (tuning_thread_.joinable()) tuning_thread_.join();
+}
+
+std::vector<ConvImpl*> ConvKernels::Candidates(const Conv2dParams& p) const {
+  std::vector<ConvImpl*> candidates;
+  for (const auto& impl : impls_) {
+    if (impl->Supports(p).empty()) candidates.push_back(impl.get());
+  }
+  return candidates;
 }
 
 ConvImpl* ConvKernels::Find(const std::string& name) const {
@@ -89,7 +109,28 @@ std::string ConvKernels::Chosen(const Conv2dParams& p) const {
     std::lock_guard<std::mutex> lock(mu_);
     if (forced_ != nullptr) return forced_->name();
   }
-  return cache_.Lookup(p.ToString()).value_or("");
+  return cache_.Lookup(TuningCache::ShapeKey(p)).value_or("");
+}
+
+std::string ConvKernels::Selected(const Conv2dParams& p) const {
+  if (!p.Validate().ok()) return "";
+  std::string chosen = Chosen(p);
+  if (!chosen.empty()) {
+    const ConvImpl* impl = Find(chosen);
+    if (impl != nullptr && impl->Supports(p).empty()) return chosen;
+  }
+  const std::vector<ConvImpl*> candidates = Candidates(p);
+  return candidates.empty() ? "" : candidates.front()->name();
+}
+
+void ConvKernels::WaitForTuning() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return stopping_ || (queue_.empty() && !busy_); });
+}
+
+int64_t ConvKernels::tunings() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return tunings_;
 }
 
 ConvImpl* ConvKernels::Tune(const Conv2dParams& p, const DevConvArgs& a, hipStream_t stream,
@@ -112,6 +153,13 @@ ConvImpl* ConvKernels::Tune(const Conv2dParams& p, const DevConvArgs& a, hipStre
   *best_us = 0;
   hipError_t last_error = hipSuccess;
   for (ConvImpl* impl : candidates) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) {
+        best = nullptr;
+        break;
+      }
+    }
     // One warm-up launch (code loading, caches), then `runs` timed ones.
     hipError_t e = impl->Launch(p, a, stream);
     if (e == hipSuccess) e = hipEventRecord(start, stream);
@@ -152,28 +200,105 @@ hipError_t ConvKernels::Launch(const Conv2dParams& p, const DevConvArgs& a,
     return forced->Launch(p, a, stream);
   }
 
-  const std::string key = p.ToString();
-  if (std::optional<std::string> chosen = cache_.Lookup(key)) {
-    ConvImpl* impl = Find(*chosen);
-    if (impl != nullptr && impl->Supports(p).empty()) return impl->Launch(p, a, stream);
-    cache_.Erase(key);  // from another build (cuDNN, an older kernel set): tune again
+  const std::string key = TuningCache::ShapeKey(p);
+  std::optional<std::string> chosen = cache_.Lookup(key);
+  ConvImpl* tuned = chosen ? Find(*chosen) : nullptr;
+  if (tuned != nullptr && tuned->Supports(p).empty()) return tuned->Launch(p, a, stream);
+  const std::vector<ConvImpl*> candidates = Candidates(p);
+  if (candidates.empty()) return hipErrorInvalidValue;
+  // Chosen for another N of the bucket, which this N cannot run (32-bit indexing limits): the
+  // default, without tuning the bucket again.
+  if (tuned != nullptr) return candidates.front()->Launch(p, a, stream);
+  if (chosen) {
+    // From another build (cuDNN, an older kernel set): tune again.
+    cache_.Erase(key);
+    std::lock_guard<std::mutex> lock(mu_);
+    seen_.erase(key);
   }
 
-  std::vector<ConvImpl*> candidates;
-  for (const auto& impl : impls_) {
-    if (impl->Supports(p).empty()) candidates.push_back(impl.get());
+  if (candidates.size() == 1) {
+    // Nothing to choose from. A failed cache write is logged by the cache and only costs this
+    // line again after a restart.
+    cache_.Store(key, candidates.front()->name(), 0).IgnoreError();
+  } else {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_ && seen_.insert(key).second) {
+      queue_.emplace_back(key, p);
+      cv_.notify_all();
+    }
   }
-  if (candidates.empty()) return hipErrorInvalidValue;
-  ConvImpl* best = candidates.front();
-  double best_us = 0;
-  if (candidates.size() > 1) {
+  return candidates.front()->Launch(p, a, stream);
+}
+
+void ConvKernels::TuningLoop() {
+  hipStream_t stream = nullptr;  // created at the first shape, on this thread's device
+  for (;;) {
+    std::pair<std::string, Conv2dParams> item;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) break;
+      item = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    TuneOne(item.second, item.first, &stream);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+      ++tunings_;
+    }
+    cv_.notify_all();
+  }
+  if (stream != nullptr) {
+    (void)hipStreamSynchronize(stream);
+    (void)hipStreamDestroy(stream);
+  }
+  cv_.notify_all();
+}
+
+void ConvKernels::TuneOne(const Conv2dParams& p, const std::string& key, hipStream_t* stream) {
+  if (hipSetDevice(device_) != hipSuccess) {
+    (void)hipGetLastError();
+    return;
+  }
+  if (*stream == nullptr && hipStreamCreateWithFlags(stream, hipStreamNonBlocking) != hipSuccess) {
+    *stream = nullptr;
+    (void)hipGetLastError();
+    return;
+  }
+  const std::vector<ConvImpl*> candidates = Candidates(p);
+  if (candidates.size() < 2) return;
+  // Scratch tensors of the shape, zero-filled (the values do not change the timings).
+  const size_t sizes[4] = {static_cast<size_t>(p.input_elements()) * sizeof(float),
+                           static_cast<size_t>(p.weight_elements()) * sizeof(float),
+                           static_cast<size_t>(p.bias_elements()) * sizeof(float),
+                           static_cast<size_t>(p.output_elements()) * sizeof(float)};
+  void* buffers[4] = {nullptr, nullptr, nullptr, nullptr};
+  bool ok = true;
+  for (int i = 0; i < 4 && ok; ++i) {
+    if (sizes[i] == 0) continue;
+    ok = hipMalloc(&buffers[i], sizes[i]) == hipSuccess &&
+         hipMemsetAsync(buffers[i], 0, sizes[i], *stream) == hipSuccess;
+  }
+  if (ok) {
+    const DevConvArgs args{static_cast<const float*>(buffers[0]),
+                           static_cast<const float*>(buffers[1]),
+                           p.has_bias ? static_cast<const float*>(buffers[2]) : nullptr,
+                           static_cast<float*>(buffers[3])};
+    double best_us = 0;
     hipError_t error = hipSuccess;
-    best = Tune(p, a, stream, candidates, &best_us, &error);
-    if (best == nullptr) return error;
+    ConvImpl* best = Tune(p, args, *stream, candidates, &best_us, &error);
+    // A failed cache write is logged by the cache and only costs a re-tune after a restart.
+    if (best != nullptr) cache_.Store(key, best->name(), best_us).IgnoreError();
   }
-  // A failed cache write is logged by the cache and only costs a re-tune after a restart.
-  cache_.Store(key, best->name(), best_us).IgnoreError();
-  return best->Launch(p, a, stream);
+  // Out of scratch memory or every candidate failed: the default stays until a restart (the
+  // key stays in seen_). A sticky device fault shows again at the next real launch.
+  (void)hipStreamSynchronize(*stream);
+  for (void* b : buffers) {
+    if (b != nullptr) (void)hipFree(b);
+  }
+  (void)hipGetLastError();
 }
 
 }  // namespace sparkle::hip

@@ -3,7 +3,7 @@
 // is built by the host compiler, whatever SPARKLE_GPU says.
 //
 // Each device owns a triple-buffered executor (pinned staging slots, H2D / compute / D2H
-// streams linked by events), the kernels, and the weights it keeps resident per weight_key.
+// streams linked by events), the kernels, and the weights it keeps resident per confirmed WeightId.
 #pragma once
 
 #include <cstdint>
@@ -15,16 +15,18 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "engine/core/conv2d_params.h"
+#include "engine/core/weight_id.h"
 
 namespace sparkle {
 
 struct GpuOptions {
   // Staging slots per device (the executor's pipeline depth). Range [1, 8]; 3 = triple buffering.
   int slots = 3;
-  // Pinned host bytes per slot for input + output staging. A batch larger than one slot is
-  // refused with RESOURCE_EXHAUSTED (the engine splits batches below this). Range [1 MiB, 2^40].
+  // Pinned host bytes per slot for input + output staging. A work larger than one slot is run
+  // in pieces along N; only one image larger than a slot is RESOURCE_EXHAUSTED. Range
+  // [1 MiB, 2^40].
   int64_t slot_bytes = int64_t{256} << 20;
-  // Device bytes kept for resident weights (LRU per weight_key). Range [0, 2^40].
+  // Device bytes kept for resident weights (LRU per WeightId; pinned registered weights are not counted here). Range [0, 2^40].
   int64_t weight_cache_bytes = int64_t{1} << 30;
   // Directory where the kernel tuning results are cached across restarts; "" = in memory only.
   std::string tuning_cache_dir;
@@ -59,12 +61,20 @@ struct GpuPart {
 };
 
 // A batch for the GPU: parts share the geometry (params.n = the sum of their n) and weights.
+// A work larger than one staging slot (GpuOptions::slot_bytes) is run in pieces along N, each
+// within a slot; `done` still runs once, after the last piece.
 struct GpuWork {
   Conv2dParams params;
   std::vector<GpuPart> parts;
   const float* weight = nullptr;  // [K, C/groups, R, S]
   const float* bias = nullptr;    // [K] when params.has_bias
-  uint64_t weight_key = 0;        // 0: not kept resident
+  // Confirmed identity (engine/core/weight_id.h): non-empty ids are kept resident on the device
+  // and equal ids are trusted to be equal bytes. Empty: the weights travel with the work.
+  WeightId weight_id;
+  // Registered weights: kept resident and pinned (never evicted by the LRU of
+  // GpuOptions::weight_cache_bytes, not counted in it) until ReleaseWeights(weight_id). Their
+  // total is bounded by the weights registry's budget. Requires a kRegistered weight_id.
+  bool pin_weights = false;
 };
 
 // When the executor passed its fixed points (host clock), for latency histograms.
@@ -89,10 +99,20 @@ class GpuDevice {
   // implementation's reason.
   virtual absl::Status Supports(const Conv2dParams& p) const = 0;
 
-  // Takes the work iff OK; `done` then runs exactly once. Blocks while every slot is busy
-  // (back-pressure). RESOURCE_EXHAUSTED when the work can never fit (slot or device memory),
-  // UNAVAILABLE when the device is latched unhealthy, UNIMPLEMENTED when !Supports(p).
-  virtual absl::Status Submit(GpuWork work, GpuDone done) = 0;
+  // Takes `work` and `done` iff OK (they are moved from only then); `done` then runs exactly
+  // once, on a device thread. Otherwise both stay with the caller untouched. Blocks while every
+  // slot is busy (back-pressure). RESOURCE_EXHAUSTED when the work can never fit (device
+  // memory; one image larger than a slot), UNAVAILABLE when the device is latched unhealthy,
+  // UNIMPLEMENTED when !Supports(p).
+  virtual absl::Status Submit(GpuWork&& work, GpuDone&& done) = 0;
+
+  // Whether weights with this id are on the device now (resident or pinned), so that a work
+  // naming it uploads no weights. A hint for the router: it may change right after.
+  virtual bool WeightsResident(const WeightId& id) const = 0;
+
+  // Unpins and frees pinned weights (GpuWork::pin_weights) once no accepted work uses them; a
+  // no-op for an id that is not pinned. Called when a registration is deleted.
+  virtual void ReleaseWeights(const WeightId& id) = 0;
 
   // Waits until every accepted work has called done.
   virtual void Flush() = 0;

@@ -11,7 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -59,6 +62,23 @@ SlotLayout LayoutFor(const Conv2dParams& p, bool weights_in_slot) {
   return l;
 }
 
+// The largest n (≤ p.n) whose layout fits `slot_bytes`; 0 when not even one image fits.
+int64_t MaxImages(const Conv2dParams& p, bool weights_in_slot, int64_t slot_bytes) {
+  Conv2dParams one = p;
+  one.n = 1;
+  const int64_t per_image = (one.input_elements() + one.output_elements()) * int64_t{sizeof(float)};
+  const int64_t fixed =
+      weights_in_slot ? (p.weight_elements() + p.bias_elements()) * int64_t{sizeof(float)} : 0;
+  // An upper bound (the layout adds alignment on top), then down to what fits.
+  int64_t n = slot_bytes > fixed ? std::min(p.n, (slot_bytes - fixed) / per_image) : 0;
+  Conv2dParams piece = p;
+  for (; n > 0; --n) {
+    piece.n = n;
+    if (LayoutFor(piece, weights_in_slot).total <= slot_bytes) break;
+  }
+  return n;
+}
+
 // Bytes of a resident weight entry: weights, then bias on the next aligned boundary.
 int64_t ResidentBytes(const Conv2dParams& p) {
   return AlignUp(p.weight_elements() * int64_t{sizeof(float)}) +
@@ -83,8 +103,11 @@ std::string HipErrorText(hipError_t e) { return hipGetErrorName(e); }
 //        Submit               staging thread         drain thread          drain thread
 //   kFree ──────► kStaging ─────────────────► kComputing ─────────► kDraining ─────────► kFree
 //                    │   (enqueued H2D,         (compute event      (D2H done, outputs
-//                    │    kernel, D2H)           passed)             copied, done called)
+//                    │    kernel, D2H)           passed)             copied, done called
+//                    │                                                after the last piece)
 //                    └──► kFree  (Submit refused the work after claiming the slot: no memory)
+// One slot holds one piece of a work (the whole work unless it is larger than a slot). A piece
+// with piece_error set passes through kComputing and kDraining without being staged.
 enum class SlotState { kFree, kStaging, kComputing, kDraining };
 
 const char* SlotStateName(SlotState s) {
@@ -97,15 +120,39 @@ const char* SlotStateName(SlotState s) {
   return "?";
 }
 
-// Weights (and bias) of one weight_key, resident on the device.
+// std::hash for the resident map (absl::Hash kept out of the files nvcc compiles).
+struct WeightIdHash {
+  size_t operator()(const WeightId& id) const {
+    return std::hash<uint64_t>()(id.hi * 0x9E3779B97F4A7C15ull ^ id.lo ^
+                                 static_cast<uint64_t>(id.kind) << 62);
+  }
+};
+
+// Weights (and bias) of one weight_id, resident on the device.
 struct ResidentWeights {
-  uint64_t key = 0;
+  WeightId id;
   void* device = nullptr;
   int64_t bytes = 0;
   // Some accepted work uploads it (set by Submit, which is serialised: guarded by admission_mu).
   bool upload_assigned = false;
   int in_use = 0;         // accepted works not yet done that use it; never evicted while > 0
   uint64_t last_use = 0;  // LRU clock
+  // Pinned (GpuWork::pin_weights): out of the LRU and its budget until ReleaseWeights.
+  bool pinned = false;
+  // ReleaseWeights came while in use: freed when in_use drops to 0.
+  bool release_pending = false;
+};
+
+// One accepted GpuWork. It runs as one or more pieces along N (one slot each); the last piece's
+// drain calls done with the first error of any piece.
+struct WorkGroup {
+  GpuWork work;
+  GpuDone done;
+  ResidentWeights* weights = nullptr;  // in_use taken once for the whole work; null: in slot
+  // Guarded by Impl::mu.
+  absl::Status first_error;
+  GpuTimings timings;  // h2d_end, compute_start of the first piece; the rest of the last
+  int pieces_done = 0;
 };
 
 struct Slot {
@@ -119,12 +166,16 @@ struct Slot {
   hipEvent_t compute_start = nullptr;
   hipEvent_t compute_done = nullptr;
   hipEvent_t d2h_done = nullptr;
-  // The work occupying the slot (valid from acceptance until done).
-  GpuWork work;
-  GpuDone done;
+  // The piece occupying the slot (valid from acceptance until its drain).
+  std::shared_ptr<WorkGroup> group;
+  Conv2dParams params;         // the piece's geometry: params.n = the sum of parts' n
+  std::vector<GpuPart> parts;  // slices of the work's parts
+  bool last_piece = false;     // its drain completes the work
+  // Set: the piece could not be admitted (device memory, fault); never staged, fails the work.
+  std::optional<absl::Status> piece_error;
   SlotLayout layout;
   ResidentWeights* weights = nullptr;  // null: weights travel in the slot
-  bool upload_weights = false;         // this work uploads `weights` (through the slot)
+  bool upload_weights = false;         // this piece uploads `weights` (through the slot)
 };
 
 struct GpuExecutor::Impl {
@@ -144,7 +195,7 @@ struct GpuExecutor::Impl {
   bool stopping = false;
   bool is_healthy = true;
   std::string unhealthy_reason;
-  std::unordered_map<uint64_t, std::unique_ptr<ResidentWeights>> resident;
+  std::unordered_map<WeightId, std::unique_ptr<ResidentWeights>, WeightIdHash> resident;
   uint64_t lru_clock = 0;
   int64_t device_bytes_used = 0;
   GpuExecutorStats stats;
@@ -152,11 +203,8 @@ struct GpuExecutor::Impl {
   std::thread staging_thread, drain_thread;
 
   std::string Name() const { return absl::StrCat("GPU ", device, " (", info.name, ")"); }
-  // The implementation the tuner chose for p, or a word saying it was not chosen yet.
-  std::string KernelName(const Conv2dParams& p) const {
-    std::string chosen = kernels->Chosen(p);
-    return chosen.empty() ? "(while tuning)" : chosen;
-  }
+  // The implementation that runs p now (tuned, or the default while tuning).
+  std::string KernelName(const Conv2dParams& p) const { return kernels->Selected(p); }
 
   // The only place a slot changes state; aborts on an illegal transition (a bug here, not a
   // runtime condition). Keeps the free list, the drain queue and the busy counters in step.
@@ -201,6 +249,11 @@ struct GpuExecutor::Impl {
     LatchLocked(cause);
   }
 
+  bool healthy_now() {
+    std::lock_guard<std::mutex> lock(mu);
+    return is_healthy;
+  }
+
   absl::Status UnavailableLocked() const {
     return absl::UnavailableError(absl::StrCat("GPU unavailable: ", unhealthy_reason));
   }
@@ -238,6 +291,10 @@ struct GpuExecutor::Impl {
     const absl::Status st = DeviceAlloc(bytes, out);
     if (!absl::IsResourceExhausted(st)) return st;
     EvictFor(-1);
+    const absl::Status again = DeviceAlloc(bytes, out);
+    if (!absl::IsResourceExhausted(again)) return again;
+    // The tuning thread's scratch buffers may hold the memory for a while: wait for them.
+    kernels->WaitForTuning();
     return DeviceAlloc(bytes, out);
   }
 
@@ -254,7 +311,7 @@ struct GpuExecutor::Impl {
       while (over()) {
         auto lru = resident.end();
         for (auto it = resident.begin(); it != resident.end(); ++it) {
-          if (it->second->in_use == 0 &&
+          if (it->second->in_use == 0 && !it->second->pinned &&
               (lru == resident.end() || it->second->last_use < lru->second->last_use)) {
             lru = it;
           }
@@ -271,36 +328,64 @@ struct GpuExecutor::Impl {
     return fits;
   }
 
-  // The resident entry for work.weight_key, created (not yet uploaded) if missing, with in_use
-  // taken. nullptr when it cannot be made resident (the weights then travel in the slot).
-  absl::StatusOr<ResidentWeights*> AcquireResident(uint64_t key, int64_t bytes) {
+  // The resident entry for `id`, created (not yet uploaded) if missing, with in_use taken;
+  // pinned when `pin`. nullptr when it cannot be made resident (the weights then travel in the
+  // slot). Pinned entries skip the LRU budget; both give way only to device memory.
+  absl::StatusOr<ResidentWeights*> AcquireResident(const WeightId& id, int64_t bytes, bool pin) {
     {
       std::lock_guard<std::mutex> lock(mu);
-      auto it = resident.find(key);
+      auto it = resident.find(id);
       if (it != resident.end()) {
         ResidentWeights* r = it->second.get();
         ++r->in_use;
         r->last_use = ++lru_clock;
+        if (pin && !r->pinned) {
+          // Pinned from now on: out of the LRU budget (or no longer waiting to be freed).
+          if (r->release_pending) {
+            r->release_pending = false;
+          } else {
+            stats.resident_weight_bytes -= r->bytes;
+          }
+          r->pinned = true;
+          stats.pinned_weight_bytes += r->bytes;
+        }
         ++stats.weight_hits;
         return r;
       }
     }
-    if (!EvictFor(bytes)) return nullptr;
+    if (!pin && !EvictFor(bytes)) return nullptr;
     char* p = nullptr;
     const absl::Status st = DeviceAllocEvicting(bytes, &p);
     if (absl::IsResourceExhausted(st)) return nullptr;
     if (!st.ok()) return st;
     auto r = std::make_unique<ResidentWeights>();
-    r->key = key;
+    r->id = id;
     r->device = p;
     r->bytes = bytes;
     r->in_use = 1;
+    r->pinned = pin;
     std::lock_guard<std::mutex> lock(mu);
     r->last_use = ++lru_clock;
-    stats.resident_weight_bytes += bytes;
+    (pin ? stats.pinned_weight_bytes : stats.resident_weight_bytes) += bytes;
     ResidentWeights* raw = r.get();
-    resident.emplace(key, std::move(r));
+    resident.emplace(id, std::move(r));
     return raw;
+  }
+
+  // Drops one use of r; returns the entry to free (outside mu) when ReleaseWeights is waiting
+  // for it. Requires mu.
+  std::unique_ptr<ResidentWeights> ReleaseUseLocked(ResidentWeights* r) {
+    if (r == nullptr) return nullptr;
+    --r->in_use;
+    if (r->in_use > 0 || !r->release_pending) return nullptr;
+    auto it = resident.find(r->id);
+    std::unique_ptr<ResidentWeights> victim = std::move(it->second);
+    resident.erase(it);
+    ++stats.pinned_releases;
+    return victim;
+  }
+  void FreeResident(std::unique_ptr<ResidentWeights> r) {
+    if (r != nullptr) DeviceFree(static_cast<char*>(r->device), r->bytes);
   }
 
   // Grows the slot's pinned and device buffers to at least `bytes` (≤ slot_bytes). The slot is
@@ -348,13 +433,14 @@ struct GpuExecutor::Impl {
   // Copies the inputs into pinned staging and enqueues H2D → kernel → D2H with their events.
   absl::Status Stage(Slot& s) {
     SPARKLE_HIP_RETURN_IF_ERROR(hipSetDevice(device), "hipSetDevice");
-    const GpuWork& w = s.work;
+    const GpuWork& w = s.group->work;
+    const Conv2dParams& params = s.params;
     const SlotLayout& l = s.layout;
     // Parts are concatenated along N, the outermost dimension in both layouts.
     std::vector<HostCopyPool::Copy> copies;
     int64_t off = 0;
-    const int64_t image_in = w.params.c * w.params.h * w.params.w;
-    for (const GpuPart& part : w.parts) {
+    const int64_t image_in = params.c * params.h * params.w;
+    for (const GpuPart& part : s.parts) {
       const int64_t bytes = part.n * image_in * int64_t{sizeof(float)};
       copies.push_back({s.host + off, part.input, static_cast<size_t>(bytes)});
       off += bytes;
@@ -385,7 +471,7 @@ struct GpuExecutor::Impl {
       char* rw = static_cast<char*>(s.weights->device);
       // ResidentBytes' layout: weights, then bias on the next aligned boundary.
       const int64_t resident_bias_offset =
-          AlignUp(w.params.weight_elements() * int64_t{sizeof(float)});
+          AlignUp(params.weight_elements() * int64_t{sizeof(float)});
       if (s.upload_weights) {
         // Once per key, on the H2D stream: ordered before every kernel that uses them.
         SPARKLE_HIP_RETURN_IF_ERROR(
@@ -410,10 +496,10 @@ struct GpuExecutor::Impl {
     SPARKLE_HIP_RETURN_IF_ERROR(hipEventRecord(s.compute_start, compute),
                                 "hipEventRecord(compute start)");
     DevConvArgs args{reinterpret_cast<const float*>(s.device), dev_weight,
-                     w.params.has_bias ? dev_bias : nullptr,
+                     params.has_bias ? dev_bias : nullptr,
                      reinterpret_cast<float*>(s.device + l.output_offset)};
-    SPARKLE_HIP_RETURN_IF_ERROR(kernels->Launch(w.params, args, compute),
-                                absl::StrCat("conv kernel launch ", KernelName(w.params)));
+    SPARKLE_HIP_RETURN_IF_ERROR(kernels->Launch(params, args, compute),
+                                absl::StrCat("conv kernel launch ", KernelName(params)));
     SPARKLE_HIP_RETURN_IF_ERROR(hipEventRecord(s.compute_done, compute),
                                 "hipEventRecord(compute done)");
     SPARKLE_HIP_RETURN_IF_ERROR(hipStreamWaitEvent(d2h, s.compute_done, 0),
@@ -439,7 +525,7 @@ struct GpuExecutor::Impl {
         ok = is_healthy;
       }
       Slot& s = slots[index];
-      if (ok) {
+      if (ok && !s.piece_error.has_value()) {
         absl::Status st = Stage(s);
         if (!st.ok()) Latch(st);
       }
@@ -457,10 +543,10 @@ struct GpuExecutor::Impl {
       std::lock_guard<std::mutex> lock(mu);
       if (!is_healthy) return UnavailableLocked();  // latched meanwhile by the staging thread
     }
-    const int64_t image_out = s.work.params.k * s.work.params.p() * s.work.params.q();
+    const int64_t image_out = s.params.k * s.params.p() * s.params.q();
     std::vector<HostCopyPool::Copy> copies;
     int64_t off = s.layout.output_offset;
-    for (const GpuPart& part : s.work.parts) {
+    for (const GpuPart& part : s.parts) {
       const int64_t bytes = part.n * image_out * int64_t{sizeof(float)};
       copies.push_back({part.output, s.host + off, static_cast<size_t>(bytes)});
       off += bytes;
@@ -498,11 +584,12 @@ struct GpuExecutor::Impl {
         ok = is_healthy;
       }
       Slot& s = slots[index];
-      if (ok) {
+      const bool staged = !s.piece_error.has_value();
+      if (ok && staged) {
         hipError_t e = hipEventSynchronize(s.compute_done);
         if (e != hipSuccess) {
           Latch(absl::InternalError(
-              absl::StrCat("conv kernel ", KernelName(s.work.params),
+              absl::StrCat("conv kernel ", KernelName(s.params),
                            " (hipEventSynchronize(compute)): ", HipErrorText(e))));
         }
       }
@@ -512,27 +599,47 @@ struct GpuExecutor::Impl {
         ok = is_healthy;
       }
       GpuTimings timings;
-      const absl::Status finished = ok ? Finish(s, &timings) : absl::OkStatus();
+      const absl::Status finished = ok && staged ? Finish(s, &timings) : absl::OkStatus();
       if (!finished.ok() && !absl::IsUnavailable(finished)) Latch(finished);
-      // OK only if the device is still healthy now (a fault anywhere fails every queued work).
-      std::string fault;  // empty: healthy
-      GpuDone done = std::move(s.done);
+      WorkGroup& g = *s.group;
+      GpuDone done;
+      std::optional<absl::Status> last_error;  // set for the last piece: the work's result
+      std::unique_ptr<ResidentWeights> freed;
       {
         std::lock_guard<std::mutex> lock(mu);
-        if (!is_healthy) {
-          fault = unhealthy_reason;
-          timings = GpuTimings{};
+        // OK only if the device is still healthy now (a fault anywhere fails every queued work).
+        // (Statuses are built, not assigned: nvcc warns on Status::operator= as discarded.)
+        const absl::Status piece =
+            !is_healthy ? absl::InternalError(absl::StrCat("GPU fault: ", unhealthy_reason))
+                        : s.piece_error.value_or(absl::OkStatus());
+        g.first_error.Update(piece);  // the first error wins
+        if (g.pieces_done++ == 0) {
+          g.timings.h2d_end = timings.h2d_end;
+          g.timings.compute_start = timings.compute_start;
         }
-        if (s.weights != nullptr) --s.weights->in_use;
+        g.timings.compute_end = timings.compute_end;
+        g.timings.d2h_end = timings.d2h_end;
+        if (s.last_piece) {
+          done = std::move(g.done);
+          last_error = g.first_error;
+          if (!g.first_error.ok()) g.timings = GpuTimings{};
+          freed = ReleaseUseLocked(g.weights);
+          g.weights = nullptr;
+        }
         s.weights = nullptr;
         s.upload_weights = false;
       }
-      s.work = GpuWork{};
-      std::move(done)(
-          fault.empty() ? absl::OkStatus() : absl::InternalError(absl::StrCat("GPU fault: ", fault)),
-          timings);
+      FreeResident(std::move(freed));
+      const bool last = s.last_piece;
+      const GpuTimings work_timings = g.timings;
+      // The caller's buffers may be freed once done has run: drop every reference first.
+      s.group.reset();
+      s.parts.clear();
+      s.piece_error.reset();
+      s.last_piece = false;
+      if (last) std::move(done)(*last_error, work_timings);
       std::lock_guard<std::mutex> lock(mu);
-      ++stats.completed;
+      if (last) ++stats.completed;
       Transition(s, SlotState::kDraining, SlotState::kFree);
     }
   }
@@ -672,7 +779,32 @@ absl::Status GpuExecutor::Supports(const Conv2dParams& p) const {
                                                ": ", why));
 }
 
-absl::Status GpuExecutor::Submit(GpuWork work, GpuDone done) {
+namespace {
+
+// Parts [offset, offset + n) images of `parts` along N, as slices of the callers' buffers.
+std::vector<GpuPart> SliceParts(const std::vector<GpuPart>& parts, const Conv2dParams& p,
+                                int64_t offset, int64_t n) {
+  Conv2dParams one = p;
+  one.n = 1;
+  const int64_t image_in = one.input_elements(), image_out = one.output_elements();
+  std::vector<GpuPart> out;
+  int64_t start = 0;  // first image of the current part
+  for (const GpuPart& part : parts) {
+    const int64_t end = start + part.n;
+    const int64_t from = std::max(start, offset), to = std::min(end, offset + n);
+    if (from < to) {
+      out.push_back(GpuPart{part.input + (from - start) * image_in,
+                            part.output + (from - start) * image_out, to - from});
+    }
+    start = end;
+    if (start >= offset + n) break;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::Status GpuExecutor::Submit(GpuWork&& work, GpuDone&& done) {
   Impl& im = *impl_;
   std::lock_guard<std::mutex> admission(im.admission_mu);
   {
@@ -681,71 +813,168 @@ absl::Status GpuExecutor::Submit(GpuWork work, GpuDone done) {
   }
   SPARKLE_RETURN_IF_ERROR(im.CheckWork(work));
   SPARKLE_RETURN_IF_ERROR(Supports(work.params));
+  if (work.pin_weights && work.weight_id.kind != WeightId::Kind::kRegistered) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GpuWork.pin_weights needs a registered weight_id, got ", work.weight_id.ToString()));
+  }
   const Conv2dParams& p = work.params;
   const int64_t resident_bytes = ResidentBytes(p);
   const bool want_resident =
-      work.weight_key != 0 && resident_bytes <= im.options.weight_cache_bytes;
-  const SlotLayout in_slot = LayoutFor(p, /*weights_in_slot=*/true);
-  const SlotLayout lean = LayoutFor(p, /*weights_in_slot=*/false);
-  const SlotLayout& least = want_resident ? lean : in_slot;
-  auto too_big = [&](const SlotLayout& l) {
+      !work.weight_id.empty() &&
+      (work.pin_weights || resident_bytes <= im.options.weight_cache_bytes);
+  auto too_big = [&](bool weights_in_slot) {
+    Conv2dParams one = p;
+    one.n = 1;
+    const SlotLayout l = LayoutFor(one, weights_in_slot);
     return absl::ResourceExhaustedError(absl::StrCat(
-        im.Name(), ": batch ", p.ToString(), " needs ", l.total, " bytes of slot staging (input ",
-        l.input_bytes, " + weights ", l.weight_bytes + l.bias_bytes, " + output ", l.output_bytes,
-        "), more than GpuOptions.slot_bytes = ", im.options.slot_bytes, "; split the batch"));
+        im.Name(), ": one image of ", p.ToString(), " needs ", l.total,
+        " bytes of slot staging (input ", l.input_bytes, " + weights ",
+        l.weight_bytes + l.bias_bytes, " + output ", l.output_bytes,
+        "), more than GpuOptions.slot_bytes = ", im.options.slot_bytes));
   };
-  if (least.total > im.options.slot_bytes) return too_big(least);
-
-  // Back-pressure: wait for a free slot.
-  int index;
-  {
-    std::unique_lock<std::mutex> lock(im.mu);
-    im.cv.wait(lock, [&] { return !im.free_slots.empty() || !im.is_healthy; });
-    if (!im.is_healthy) return im.UnavailableLocked();
-    index = im.free_slots.front();
-    im.Transition(im.slots[static_cast<size_t>(index)], SlotState::kFree, SlotState::kStaging);
+  if (MaxImages(p, /*weights_in_slot=*/!want_resident, im.options.slot_bytes) == 0) {
+    return too_big(!want_resident);
   }
-  Slot& s = im.slots[static_cast<size_t>(index)];
-  auto refuse = [&](const absl::Status& st) {
+
+  // Claims a free slot (back-pressure). With `refuse_unhealthy`, UNAVAILABLE once latched;
+  // otherwise waits for a slot anyway (the drain thread frees every slot, failing its work).
+  auto claim = [&](bool refuse_unhealthy, int* index) -> absl::Status {
+    std::unique_lock<std::mutex> lock(im.mu);
+    im.cv.wait(lock, [&] {
+      return !im.free_slots.empty() || (refuse_unhealthy && !im.is_healthy);
+    });
+    if (refuse_unhealthy && !im.is_healthy) return im.UnavailableLocked();
+    *index = im.free_slots.front();
+    im.Transition(im.slots[static_cast<size_t>(*index)], SlotState::kFree, SlotState::kStaging);
+    return absl::OkStatus();
+  };
+
+  // The first piece: any failure refuses the whole work, which stays with the caller.
+  int index;
+  SPARKLE_RETURN_IF_ERROR(claim(/*refuse_unhealthy=*/true, &index));
+  Slot& first = im.slots[static_cast<size_t>(index)];
+  ResidentWeights* weights = nullptr;
+  auto refuse = [&](const absl::Status& st) -> absl::Status {
+    std::unique_ptr<ResidentWeights> freed;
+    bool latched = false;
+    {
+      std::lock_guard<std::mutex> lock(im.mu);
+      freed = im.ReleaseUseLocked(weights);
+      im.Transition(first, SlotState::kStaging, SlotState::kFree);
+      if (!absl::IsResourceExhausted(st)) {
+        im.LatchLocked(st);  // any other HIP error at admission: the device is gone
+        latched = true;
+      }
+    }
+    im.FreeResident(std::move(freed));
+    if (!latched) return st;
     std::lock_guard<std::mutex> lock(im.mu);
-    im.Transition(s, SlotState::kStaging, SlotState::kFree);
-    if (absl::IsResourceExhausted(st)) return st;
-    im.LatchLocked(st);  // any other HIP error at admission: the device is gone
     return im.UnavailableLocked();
   };
   hipError_t e = hipSetDevice(im.device);
   if (e != hipSuccess) return refuse(absl::InternalError("hipSetDevice: " + HipErrorText(e)));
-  ResidentWeights* weights = nullptr;
   if (want_resident) {
-    absl::StatusOr<ResidentWeights*> r = im.AcquireResident(work.weight_key, resident_bytes);
+    absl::StatusOr<ResidentWeights*> r =
+        im.AcquireResident(work.weight_id, resident_bytes, work.pin_weights);
     if (!r.ok()) return refuse(r.status());
     weights = *r;
   }
-  // The work that uploads a resident entry carries the weights in its slot once.
+  // The piece that uploads a resident entry carries the weights in its slot once.
   const bool uploads = weights != nullptr && !weights->upload_assigned;
-  const SlotLayout& layout = weights != nullptr && !uploads ? lean : in_slot;
-  absl::Status st = layout.total > im.options.slot_bytes ? too_big(layout)
-                                                         : im.EnsureCapacity(s, layout.total);
-  if (!st.ok()) {
-    if (weights != nullptr) {
-      std::lock_guard<std::mutex> lock(im.mu);
-      --weights->in_use;
-    }
+  const bool first_in_slot = weights == nullptr || uploads;
+  const int64_t first_n = MaxImages(p, first_in_slot, im.options.slot_bytes);
+  if (first_n == 0) return refuse(too_big(first_in_slot));
+  Conv2dParams first_params = p;
+  first_params.n = first_n;
+  const SlotLayout first_layout = LayoutFor(first_params, first_in_slot);
+  if (absl::Status st = im.EnsureCapacity(first, first_layout.total); !st.ok()) {
     return refuse(st);
   }
-  std::lock_guard<std::mutex> lock(im.mu);
-  s.work = std::move(work);
-  s.done = std::move(done);
-  s.layout = layout;
-  s.weights = weights;
-  s.upload_weights = uploads;
-  if (uploads) weights->upload_assigned = true;
-  if (weights == nullptr) ++im.stats.weights_in_slot;
-  ++im.stats.accepted;
-  im.staging_queue.push_back(index);
-  im.cv.notify_all();
+
+  // Accepted: from here on every piece goes through a slot and the last one calls done.
+  auto group = std::make_shared<WorkGroup>();
+  group->work = std::move(work);
+  group->done = std::move(done);
+  group->weights = weights;
+  const Conv2dParams& gp = group->work.params;
+  auto enqueue = [&](Slot& s, const Conv2dParams& piece, int64_t offset, const SlotLayout& l,
+                     bool upload, const absl::Status& error) {
+    std::lock_guard<std::mutex> lock(im.mu);
+    s.group = group;
+    s.params = piece;
+    s.parts = SliceParts(group->work.parts, gp, offset, piece.n);
+    s.last_piece = !error.ok() || offset + piece.n == gp.n;
+    if (!error.ok()) s.piece_error = std::optional<absl::Status>(error);
+    s.layout = l;
+    s.weights = weights;
+    s.upload_weights = upload;
+    ++im.stats.pieces;
+    im.staging_queue.push_back(s.index);
+    im.cv.notify_all();
+  };
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    if (uploads) weights->upload_assigned = true;
+    if (weights == nullptr) ++im.stats.weights_in_slot;
+    ++im.stats.accepted;
+  }
+  enqueue(first, first_params, 0, first_layout, uploads, absl::OkStatus());
+
+  // Later pieces (a work larger than one slot): the weights are resident by now or travel in
+  // every piece's slot.
+  const bool in_slot = weights == nullptr;
+  const int64_t piece_n = MaxImages(gp, in_slot, im.options.slot_bytes);  // ≥ 1: checked above
+  for (int64_t offset = first_n; offset < gp.n;) {
+    SPARKLE_RETURN_IF_ERROR(claim(/*refuse_unhealthy=*/false, &index));  // never fails
+    Slot& s = im.slots[static_cast<size_t>(index)];
+    Conv2dParams piece = gp;
+    piece.n = std::min(piece_n, gp.n - offset);
+    const SlotLayout l = LayoutFor(piece, in_slot);
+    const absl::Status st = [&]() -> absl::Status {
+      if (!im.healthy_now()) return absl::OkStatus();  // staged as failed by the pipeline
+      const hipError_t set = hipSetDevice(im.device);
+      if (set != hipSuccess) return absl::InternalError("hipSetDevice: " + HipErrorText(set));
+      return im.EnsureCapacity(s, l.total);
+    }();
+    if (!st.ok() && !absl::IsResourceExhausted(st)) im.Latch(st);
+    // A failed piece is the work's last: it fails the work once the pieces before it drained.
+    enqueue(s, piece, offset, l, /*upload=*/false, st);
+    if (!st.ok()) break;
+    offset += piece.n;
+  }
   return absl::OkStatus();
 }
+
+bool GpuExecutor::WeightsResident(const WeightId& id) const {
+  if (id.empty()) return false;
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  auto it = impl_->resident.find(id);
+  return it != impl_->resident.end() && it->second->upload_assigned &&
+         !it->second->release_pending;
+}
+
+void GpuExecutor::ReleaseWeights(const WeightId& id) {
+  Impl& im = *impl_;
+  std::unique_ptr<ResidentWeights> freed;
+  {
+    std::lock_guard<std::mutex> lock(im.mu);
+    auto it = im.resident.find(id);
+    if (it == im.resident.end() || !it->second->pinned) return;
+    ResidentWeights& r = *it->second;
+    r.pinned = false;
+    im.stats.pinned_weight_bytes -= r.bytes;
+    if (r.in_use > 0) {
+      r.release_pending = true;  // freed by the drain of the last work using it
+      return;
+    }
+    freed = std::move(it->second);
+    im.resident.erase(it);
+    ++im.stats.pinned_releases;
+  }
+  im.FreeResident(std::move(freed));
+}
+
+void GpuExecutor::WaitForTuning() { impl_->kernels->WaitForTuning(); }
 
 void GpuExecutor::Flush() {
   std::unique_lock<std::mutex> lock(impl_->mu);
@@ -763,8 +992,13 @@ std::string GpuExecutor::unhealthy_reason() const {
 }
 
 GpuExecutorStats GpuExecutor::Stats() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->stats;
+  GpuExecutorStats stats;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    stats = impl_->stats;
+  }
+  stats.tunings = impl_->kernels->tunings();
+  return stats;
 }
 
 }  // namespace sparkle::hip

@@ -18,7 +18,8 @@
 namespace sparkle::hip {
 namespace {
 
-constexpr char kHeader[] = "sparkle-conv-tuning 1";
+constexpr char kHeader[] = "sparkle-conv-tuning 2";
+constexpr char kHeaderV1[] = "sparkle-conv-tuning 1";  // keys by exact N: not read
 constexpr char kDevicePrefix[] = "device ";
 
 // Implementation names and shape keys: printable ASCII without spaces.
@@ -31,6 +32,18 @@ bool ValidToken(const std::string& s) {
 }
 
 }  // namespace
+
+int64_t TuningCache::NBucket(int64_t n) {
+  int64_t b = 1;
+  while (b < n && b < (int64_t{1} << 62)) b <<= 1;
+  return b;
+}
+
+std::string TuningCache::ShapeKey(const Conv2dParams& p) {
+  Conv2dParams bucket = p;
+  bucket.n = NBucket(p.n);
+  return bucket.ToString();
+}
 
 std::string TuningCache::FileName(const std::string& device_name) {
   std::string safe;
@@ -57,7 +70,11 @@ absl::Status TuningCache::Load() {
   std::ifstream in(path_);
   if (!in) return absl::OkStatus();  // absent: nothing tuned yet
   std::string line;
-  if (!std::getline(in, line) || line != kHeader) {
+  if (std::getline(in, line) && line == kHeaderV1) {
+    return absl::FailedPreconditionError(
+        "format 1 (keys by exact batch size); shapes are tuned again per N bucket");
+  }
+  if (!in || line != kHeader) {
     return absl::DataLossError(absl::StrCat("first line is not \"", kHeader, "\""));
   }
   if (!std::getline(in, line) || line.rfind(kDevicePrefix, 0) != 0) {

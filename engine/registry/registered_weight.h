@@ -46,8 +46,9 @@ class RegisteredWeight {
   bool has_bias() const { return !bias_.empty(); }
   const float* weight() const { return weight_.get(); }
   const float* bias() const { return has_bias() ? bias_.data() : nullptr; }  // K floats
-  // The engine's weight identity for this tensor: unique in the process and even (hashes of
-  // inline weights are odd, engine.cc), so it never names other bytes and needs no compare.
+  // This registration's key: unique in the process and never reused, so it never names other
+  // bytes and needs no compare (the engine's WeightId::Registered). Even: the engine's key for
+  // weights sent with a request is odd (engine.cc).
   uint64_t weight_key() const { return weight_key_; }
   absl::Time registered_at() const { return registered_at_; }
 

@@ -91,8 +91,7 @@ absl::Status WriteWeightFile(const std::string& path, const RegisteredWeight& we
 }
 
 absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
-                                                std::shared_ptr<MemoryBudget> budget,
-                                                absl::string_view budget_flag) {
+                                                std::shared_ptr<MemoryBudget> budget) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open weight file ", path));
   std::string line;
@@ -145,7 +144,7 @@ absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
     }
   }
   absl::StatusOr<std::unique_ptr<WeightUpload>> upload =
-      WeightUpload::Begin(std::move(header), std::move(budget), budget_flag);
+      WeightUpload::Begin(std::move(header), std::move(budget));
   if (absl::IsInvalidArgument(upload.status())) return DataLoss(path, upload.status().message());
   SPARKLE_RETURN_IF_ERROR(upload.status());
   std::vector<char> chunk(kChunkBytes);

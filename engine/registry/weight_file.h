@@ -41,7 +41,6 @@ struct LoadedWeightFile {
 // truncated file; RESOURCE_EXHAUSTED when it does not fit in the budget; NOT_FOUND / INTERNAL
 // when it cannot be read. The caller checks that the upload's Digest matches the file name.
 absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
-                                                std::shared_ptr<MemoryBudget> budget,
-                                                absl::string_view budget_flag);
+                                                std::shared_ptr<MemoryBudget> budget);
 
 }  // namespace sparkle

@@ -19,11 +19,11 @@ constexpr int64_t kMaxBudgetBytes = int64_t{1} << 50;
 absl::Status ValidateOptions(const WeightRegistry::Options& o) {
   if (o.budget_bytes < 0 || o.budget_bytes > kMaxBudgetBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(o.budget_flag, " must be in [0, 2^50]; was ", o.budget_bytes));
+        absl::StrCat("weights budget_bytes must be in [0, 2^50]; was ", o.budget_bytes));
   }
   if (o.upload_idle_timeout < absl::Milliseconds(1) || o.upload_idle_timeout > absl::Hours(1)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(o.upload_idle_timeout_flag, " must be in [1ms, 1h]; was ",
+        absl::StrCat("weights upload_idle_timeout must be in [1ms, 1h]; was ",
                      absl::FormatDuration(o.upload_idle_timeout)));
   }
   return absl::OkStatus();
@@ -69,7 +69,7 @@ absl::Status WeightRegistry::LoadDirectory() {
   for (const fs::path& path : files) {
     const std::string expected = absl::StrCat("sha256:", path.stem().string());
     absl::StatusOr<LoadedWeightFile> file =
-        ReadWeightFile(path.string(), budget_, options_.budget_flag);
+        ReadWeightFile(path.string(), budget_);
     absl::StatusOr<std::string> id =
         file.ok() ? file->upload->Digest() : absl::StatusOr<std::string>(file.status());
     if (id.ok() && *id != expected) {
@@ -91,7 +91,7 @@ absl::Status WeightRegistry::LoadDirectory() {
 }
 
 absl::StatusOr<std::unique_ptr<WeightUpload>> WeightRegistry::BeginUpload(WeightHeader header) {
-  return WeightUpload::Begin(std::move(header), budget_, options_.budget_flag);
+  return WeightUpload::Begin(std::move(header), budget_);
 }
 
 absl::StatusOr<WeightRegistry::Registered> WeightRegistry::Finish(

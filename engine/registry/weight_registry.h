@@ -47,9 +47,6 @@ class WeightRegistry {
     // server/weights_service.h) cancels it, returning its reservation and its buffer. Range
     // [1 ms, 1 h]. The registry itself only validates it.
     absl::Duration upload_idle_timeout = absl::Seconds(30);
-    // Names used in error messages (a library never reads flags itself).
-    std::string budget_flag = "weights_budget_bytes";
-    std::string upload_idle_timeout_flag = "weights_upload_idle_timeout";
   };
 
   struct Registered {

@@ -31,7 +31,7 @@ struct WeightUpload::Hasher {
 };
 
 absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
-    WeightHeader header, std::shared_ptr<MemoryBudget> budget, absl::string_view budget_flag) {
+    WeightHeader header, std::shared_ptr<MemoryBudget> budget) {
   if (header.datatype != "FP32") {
     return absl::InvalidArgumentError(absl::StrCat("weights datatype must be FP32; was '",
                                                    absl::CHexEscape(header.datatype), "'"));
@@ -72,10 +72,10 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
                             !budget->TryReserve(bias_bytes))) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the weights registry has no room for ", bytes, " bytes: ", budget->used(), " of ",
-        budget->limit(), " bytes are used (unregister weights, or raise --", budget_flag, ")"));
+        budget->limit(), " bytes are used (unregister weights, or raise weights.budget_bytes)"));
   }
   auto upload = std::unique_ptr<WeightUpload>(new WeightUpload(
-      std::move(header), budget, bias_bytes, std::string(budget_flag)));
+      std::move(header), budget, bias_bytes));
   try {
     upload->weight_ = AllocateAligned(elements);
   } catch (const std::bad_alloc&) {
@@ -98,10 +98,9 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
 }
 
 WeightUpload::WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget,
-                           int64_t reserved, std::string budget_flag)
+                           int64_t reserved)
     : header_(std::move(header)),
       budget_(std::move(budget)),
-      budget_flag_(std::move(budget_flag)),
       reserved_(reserved),
       weight_bytes_(0),
       hasher_(std::make_unique<Hasher>()) {}
@@ -136,7 +135,7 @@ absl::Status WeightUpload::NoRoom(int64_t bytes) const {
   return absl::ResourceExhaustedError(absl::StrCat(
       "the weights registry has no room for ", bytes, " more bytes of this upload (", received_,
       " of ", weight_bytes_, " received): ", budget_->used(), " of ", budget_->limit(),
-      " bytes are used (unregister weights, or raise --", budget_flag_, ")"));
+      " bytes are used (unregister weights, or raise weights.budget_bytes)"));
 }
 
 absl::StatusOr<std::string> WeightUpload::Digest() {

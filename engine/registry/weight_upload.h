@@ -32,11 +32,10 @@ struct WeightHeader {
 class WeightUpload {
  public:
   // INVALID_ARGUMENT for a bad header (rank, dims, datatype other than FP32, bias size, label
-  // length); RESOURCE_EXHAUSTED (naming --`budget_flag`) when the declared bytes do not fit in
+  // length); RESOURCE_EXHAUSTED (naming the registry option budget_bytes) when the declared bytes do not fit in
   // what `budget` has free now, or the bias bytes cannot be reserved.
   static absl::StatusOr<std::unique_ptr<WeightUpload>> Begin(WeightHeader header,
-                                                             std::shared_ptr<MemoryBudget> budget,
-                                                             absl::string_view budget_flag);
+                                                             std::shared_ptr<MemoryBudget> budget);
   ~WeightUpload();
   WeightUpload(const WeightUpload&) = delete;
   WeightUpload& operator=(const WeightUpload&) = delete;
@@ -63,13 +62,11 @@ class WeightUpload {
 
  private:
   struct Hasher;
-  WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget, int64_t reserved,
-               std::string budget_flag);
-  absl::Status NoRoom(int64_t bytes) const;  // RESOURCE_EXHAUSTED naming budget_flag_
+  WeightUpload(WeightHeader header, std::shared_ptr<MemoryBudget> budget, int64_t reserved);
+  absl::Status NoRoom(int64_t bytes) const;  // RESOURCE_EXHAUSTED naming budget_bytes
 
   WeightHeader header_;
   std::shared_ptr<MemoryBudget> budget_;
-  std::string budget_flag_;
   int64_t reserved_;  // bias + received weight bytes held in budget_ until Build or destruction
   int64_t weight_bytes_;
   int64_t received_ = 0;

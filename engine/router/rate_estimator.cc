@@ -1,5 +1,7 @@
 #include "engine/router/rate_estimator.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <utility>
 
 namespace sparkle {
@@ -10,6 +12,25 @@ double Blend(double old_value, double sample, double alpha) {
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<RateEstimator>> RateEstimator::Create(std::vector<Seed> seeds,
+                                                                      const Options& options) {
+  if (!(options.alpha > 0 && options.alpha <= 1) || options.max_classes < 1 ||
+      options.max_classes > (1 << 20)) {
+    return absl::InvalidArgumentError(
+        "rates.alpha must be in (0, 1], rates.max_classes in [1, 2^20]");
+  }
+  for (const Seed& s : seeds) {
+    if (!(s.compute_gflops > 0 && s.compute_gflops <= 1e7) ||
+        !(s.transfer_gbps >= 0 && s.transfer_gbps <= 1e7) ||
+        !(s.launch_overhead_s >= 0 && s.launch_overhead_s <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "rate seed out of range: ", s.compute_gflops, " GFLOP/s (0, 1e7], ", s.transfer_gbps,
+          " GB/s [0, 1e7], ", s.launch_overhead_s, " s launch overhead [0, 1]"));
+    }
+  }
+  return std::make_unique<RateEstimator>(std::move(seeds), options);
+}
 
 RateEstimator::RateEstimator(std::vector<Seed> seeds, const Options& options)
     : options_(options), devices_(seeds.size()) {

@@ -12,10 +12,12 @@
 
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 
 namespace sparkle {
@@ -35,7 +37,11 @@ class RateEstimator {
     double launch_overhead_s = 0;
   };
 
-  // `seeds[slot]` for every device slot; options must be in range (checked by the engine).
+  // `seeds[slot]` for every device slot. INVALID_ARGUMENT naming the field when an option or a
+  // seed is out of range (rates in [0, 1e7], overhead in [0, 1] s).
+  static absl::StatusOr<std::unique_ptr<RateEstimator>> Create(std::vector<Seed> seeds,
+                                                               const Options& options);
+  // As Create, for options known to be valid (tests).
   RateEstimator(std::vector<Seed> seeds, const Options& options);
 
   // One completed batch: `flops` computed in `seconds` (> 0, else ignored) on `slot`. The

@@ -1,16 +1,19 @@
 #include "engine/scheduler/shape_batcher.h"
 
 #include <algorithm>
-#include <deque>
+#include <map>
 #include <set>
+#include <string>
 #include <tuple>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "base/status_macros.h"
+#include "engine/core/job_lifecycle.h"
 
 namespace sparkle {
 namespace {
@@ -21,6 +24,7 @@ constexpr absl::Duration kMaxQueueDelayLimit = absl::Seconds(1);
 constexpr int64_t kMaxQueuedJobsLimit = int64_t{1} << 31;
 constexpr int64_t kMaxQueuedBytesLimit = int64_t{1} << 50;
 constexpr int kMaxPriorityLevels = 16;
+constexpr absl::Duration kMaxPriorityAgingLimit = absl::Hours(1);
 // Emptied queues kept for reuse: a key that drains and refills (the common case at a steady
 // rate) then costs no allocation, and neither does a weight_key-0 job, which always gets a new
 // queue. Bounded so that a burst of distinct keys does not pin memory forever.
@@ -50,6 +54,10 @@ absl::Status ValidateOptions(const ShapeBatcher::Options& o) {
   if (o.priority_levels < 1 || o.priority_levels > kMaxPriorityLevels) {
     return OutOfRange("priority_levels", o.priority_levels, "[1, 16]");
   }
+  if (o.priority_aging < absl::ZeroDuration() || o.priority_aging > kMaxPriorityAgingLimit) {
+    return absl::InvalidArgumentError(absl::StrCat("priority_aging must be in [0, 1h]; was ",
+                                                   absl::FormatDuration(o.priority_aging)));
+  }
   if (o.clock == nullptr) return absl::InvalidArgumentError("clock must not be null");
   return absl::OkStatus();
 }
@@ -57,7 +65,8 @@ absl::Status ValidateOptions(const ShapeBatcher::Options& o) {
 // Identity of one queue. Hash and equality ignore geometry.n, so that jobs differing only in N
 // share a queue. `solo` is 0 for jobs with a weight identity and a unique number for jobs
 // without one (weight_key 0), which therefore never share a queue. Levels are part of the key
-// so that each queue holds one level and the scheduling order is per level.
+// so that each queue holds one level and the scheduling order is per level. Clients are not:
+// jobs of different clients with the same key share a queue, and so a batch.
 struct QueueKey {
   Conv2dParams geometry;
   uint64_t weight_key = 0;
@@ -79,38 +88,84 @@ struct QueueKey {
   }
 };
 
+// Fair-queueing state of one client at one level. Lives in Level::clients while the client has
+// a job queued at the level, or its finish tag is ahead of the level's virtual time (it would
+// otherwise start at V anyway, so forgetting it changes nothing).
+struct Client {
+  const std::string* name = nullptr;  // its key in Level::clients
+  double finish = 0;                  // F_last: the finish tag of its latest job at this level
+  int64_t queued = 0;                 // its jobs queued at this level
+  bool idle = false;                  // member of Level::idle (queued == 0, finish > V)
+};
+
+// Where a job sorts in its queue: virtual start tag, then admission order (seq is unique, so
+// this is a strict total order even with equal tags).
+struct TagKey {
+  double start = 0;
+  uint64_t seq = 0;
+  bool operator<(const TagKey& o) const {
+    return std::tie(start, seq) < std::tie(o.start, o.seq);
+  }
+};
+
+// A job in admission order (seq only), with what it takes to find its entry.
+struct AgeKey {
+  uint64_t seq = 0;
+  absl::Time enqueued;
+  double start = 0;
+  bool operator<(const AgeKey& o) const { return seq < o.seq; }
+};
+
 struct Entry {
   std::unique_ptr<Conv2dJob> job;
-  int64_t bytes;  // job->bytes(), computed once at admission
-  uint64_t seq;   // admission order, batcher-wide; breaks ties between equal enqueue times
+  int64_t bytes;   // job->bytes(), computed once at admission
+  Client* client;  // stable: Level::clients is a node map, and the client outlives its entries
 };
 
 struct Queue {
   QueueKey key;
-  std::deque<Entry> entries;  // FIFO; never empty while the queue is in Impl::queues
-  int64_t n = 0;              // sum of entries' params.n
-  int64_t bytes = 0;          // sum of entries' bytes
-  // The head entry's enqueue time and seq: the sort key of the level's sets. Only changed while
-  // the queue is out of those sets (Unindex … Reindex), or a set would lose track of it.
-  absl::Time head_time;
-  uint64_t head_seq = 0;
-  bool in_full = false;  // member of its level's `full` set
+  // Service order (smallest start tag first); never empty while the queue is in Impl::queues.
+  std::map<TagKey, Entry> entries;
+  std::set<AgeKey> ages;  // the same jobs in admission order: begin() is the oldest
+  int64_t n = 0;          // sum of entries' params.n
+  int64_t bytes = 0;      // sum of entries' bytes
+  // Sort keys of the level's sets: entries.begin()'s tag and ages.begin()'s time and seq. Only
+  // changed while the queue is out of the sets that order by them (Unindex … Reindex), or a set
+  // would lose track of it.
+  TagKey head;
+  absl::Time oldest_time;
+  uint64_t oldest_seq = 0;
+  bool due = false;  // member of its level's `due` set, else of its `pending` set
 };
 
-// Oldest head first; (time, seq) is a strict total order even if the clock stands still or
+// Smallest head tag first.
+struct HeadTagOrder {
+  bool operator()(const Queue* a, const Queue* b) const { return a->head < b->head; }
+};
+
+// Oldest job first; (time, seq) is a strict total order even if the clock stands still or
 // steps back.
-struct HeadOrder {
+struct OldestOrder {
   bool operator()(const Queue* a, const Queue* b) const {
-    return std::tie(a->head_time, a->head_seq) < std::tie(b->head_time, b->head_seq);
+    return std::tie(a->oldest_time, a->oldest_seq) < std::tie(b->oldest_time, b->oldest_seq);
   }
 };
 
 struct Level {
-  // Every non-empty queue of the level. Its first element decides whether any queue of the
-  // level is due by delay: if the oldest head has not waited max_queue_delay, no head has.
-  std::set<Queue*, HeadOrder> by_head;
-  // The subset that reached max_batch_size or max_batch_bytes (due whatever their age).
-  std::set<Queue*, HeadOrder> full;
+  // Every non-empty queue of the level is in by_age, and in exactly one of due / pending.
+  // `due`: full, or found due by age or Close (a queue stays due until a batch is taken from
+  // it); `pending`: the others, whose first element decides whether any becomes due by delay
+  // (if the oldest has not waited max_queue_delay, none has).
+  std::set<Queue*, HeadTagOrder> due;
+  std::set<Queue*, OldestOrder> pending;
+  std::set<Queue*, OldestOrder> by_age;  // begin(): the queue holding the level's oldest job
+  // Fair queueing: V, and the clients (see Client). Both start over when the level empties.
+  double virtual_time = 0;
+  absl::node_hash_map<std::string, Client> clients;
+  std::set<std::pair<double, Client*>> idle;  // by finish tag; forgotten once V reaches it
+  // Sums over the level's queues of entries.size() and bytes.
+  int64_t jobs = 0;
+  int64_t bytes = 0;
 };
 
 // A job taken out of the queue without running, with the status to complete it with. The
@@ -141,8 +196,8 @@ struct ShapeBatcher::Impl {
   // Non-empty queues only: a queue is released as soon as its last entry leaves, so the map,
   // the level sets and Snapshot stay proportional to what is actually waiting.
   absl::flat_hash_map<QueueKey, std::unique_ptr<Queue>> queues ABSL_GUARDED_BY(mu);
-  // Indexed by level, 1..priority_levels ([0] unused); each non-empty queue is in exactly one
-  // level's by_head set, and in its `full` set iff in_full.
+  // Indexed by level, 1..priority_levels ([0] unused); each non-empty queue is in its level's
+  // sets as Level describes.
   std::vector<Level> levels ABSL_GUARDED_BY(mu);
   std::vector<std::unique_ptr<Queue>> spare ABSL_GUARDED_BY(mu);  // empty, for reuse
 
@@ -152,6 +207,19 @@ struct ShapeBatcher::Impl {
 
   void Push(std::unique_ptr<Conv2dJob> job, int64_t job_bytes, int level)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Level& lv = levels[level];
+    // Fair queueing: the job's start tag, and its client charged with its cost.
+    auto [cit, new_client] = lv.clients.try_emplace(job->client);
+    Client& client = cit->second;
+    client.name = &cit->first;
+    if (client.idle) {
+      lv.idle.erase({client.finish, &client});
+      client.idle = false;
+    }
+    const double start = std::max(lv.virtual_time, client.finish);
+    client.finish = start + std::max(1.0, job->params.flops());
+    client.queued++;
+
     QueueKey key{job->params, job->weight_key,
                  job->weight_key == 0 || !job->batchable ? next_solo++ : 0, level, job->device};
     auto [it, inserted] = queues.try_emplace(std::move(key));
@@ -165,38 +233,53 @@ struct ShapeBatcher::Impl {
       it->second->key = it->first;
     }
     Queue& q = *it->second;
-    const uint64_t seq = next_seq++;
+    const TagKey tag{start, next_seq++};
     const bool was_empty = q.entries.empty();
     q.n += job->params.n;
     q.bytes += job_bytes;
     jobs++;
     bytes += job_bytes;
+    lv.jobs++;
+    lv.bytes += job_bytes;
     const absl::Time enqueued = job->timestamps.enqueued;
-    q.entries.push_back(Entry{std::move(job), job_bytes, seq});
-    Level& lv = levels[level];
+    job->timestamps.level = level;
+    q.entries.emplace(tag, Entry{std::move(job), job_bytes, &client});
+    q.ages.insert(AgeKey{tag.seq, enqueued, start});
     if (was_empty) {
-      // A tail push never changes the head, so only a new queue enters by_head.
-      q.head_time = enqueued;
-      q.head_seq = seq;
-      lv.by_head.insert(&q);
+      q.head = tag;
+      q.oldest_time = enqueued;
+      q.oldest_seq = tag.seq;
+      q.due = false;
+      lv.by_age.insert(&q);
+      lv.pending.insert(&q);
+    } else if (tag < q.head) {
+      // A job with an earlier tag than the head (a client behind in virtual time) becomes the
+      // head; the oldest job never changes on a push (seq grows).
+      if (q.due) lv.due.erase(&q);
+      q.head = tag;
+      if (q.due) lv.due.insert(&q);
     }
-    if (!q.in_full && IsFull(q)) {
-      lv.full.insert(&q);
-      q.in_full = true;
+    if (!q.due && IsFull(q)) {
+      lv.pending.erase(&q);
+      q.due = true;
+      lv.due.insert(&q);
     }
   }
 
-  // Takes q out of its level's sets, so that its head may change.
+  // Takes q out of its level's sets, so that its head and oldest job may change.
   void Unindex(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     Level& lv = levels[q.key.level];
-    lv.by_head.erase(&q);
-    if (q.in_full) {
-      lv.full.erase(&q);
-      q.in_full = false;
+    lv.by_age.erase(&q);
+    if (q.due) {
+      lv.due.erase(&q);
+    } else {
+      lv.pending.erase(&q);
     }
   }
 
-  // Undoes Unindex after the head changed; releases q (invalidating it) if it is now empty.
+  // Undoes Unindex after the queue changed; releases q (invalidating it) if it is now empty.
+  // A queue that is not full goes back to pending: BestDue judges it due again by its (new)
+  // oldest job.
   void Reindex(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (q.entries.empty()) {
       auto it = queues.find(q.key);
@@ -208,95 +291,162 @@ struct ShapeBatcher::Impl {
       }
       return;
     }
-    const Entry& head = q.entries.front();
-    q.head_time = head.job->timestamps.enqueued;
-    q.head_seq = head.seq;
+    q.head = q.entries.begin()->first;
+    q.oldest_time = q.ages.begin()->enqueued;
+    q.oldest_seq = q.ages.begin()->seq;
     Level& lv = levels[q.key.level];
-    lv.by_head.insert(&q);
-    if (IsFull(q)) {
-      lv.full.insert(&q);
-      q.in_full = true;
+    lv.by_age.insert(&q);
+    q.due = IsFull(q);
+    if (q.due) {
+      lv.due.insert(&q);
+    } else {
+      lv.pending.insert(&q);
     }
   }
 
-  // Removes q's head from the queue and the accounting. q must be unindexed.
-  std::unique_ptr<Conv2dJob> PopFront(Queue& q) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    Entry& e = q.entries.front();
+  // V only grows; clients it overtakes while idle are forgotten.
+  void AdvanceVirtualTime(Level& lv, double start) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (start <= lv.virtual_time) return;
+    lv.virtual_time = start;
+    while (!lv.idle.empty() && lv.idle.begin()->first <= lv.virtual_time) {
+      const std::string* name = lv.idle.begin()->second->name;
+      lv.idle.erase(lv.idle.begin());
+      lv.clients.erase(*name);
+    }
+  }
+
+  // Removes the entry at `it` from q (unindexed) and the accounting; forgets its client if that
+  // changes nothing, and the whole level's fair-queueing state when the level empties.
+  std::unique_ptr<Conv2dJob> PopEntry(Queue& q, std::map<TagKey, Entry>::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Level& lv = levels[q.key.level];
+    Entry& e = it->second;
     std::unique_ptr<Conv2dJob> job = std::move(e.job);
+    Client& client = *e.client;
+    q.ages.erase(AgeKey{it->first.seq, {}, 0});
     q.n -= job->params.n;
     q.bytes -= e.bytes;
     jobs--;
     bytes -= e.bytes;
-    q.entries.pop_front();
+    lv.jobs--;
+    lv.bytes -= e.bytes;
+    q.entries.erase(it);
+    if (--client.queued == 0) {
+      if (client.finish <= lv.virtual_time) {
+        lv.clients.erase(*client.name);
+      } else {
+        client.idle = true;
+        lv.idle.insert({client.finish, &client});
+      }
+    }
+    if (lv.jobs == 0) {
+      lv.virtual_time = 0;
+      lv.idle.clear();
+      lv.clients.clear();
+    }
     return job;
   }
 
-  // If q's head is cancelled or expired at `now`, moves it to *dropped and returns true.
-  bool DropHeadIfDead(Queue& q, absl::Time now, std::vector<Dropped>* dropped)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    const Conv2dJob& job = *q.entries.front().job;
-    absl::Status status;
-    if (job.IsCancelled()) {
-      status = absl::CancelledError("cancelled by the client while queued");
-    } else if (job.deadline <= now) {
-      status = absl::DeadlineExceededError(
-          absl::StrCat("deadline expired in the queue after ",
-                       absl::FormatDuration(now - job.timestamps.enqueued)));
-    } else {
-      return false;
-    }
-    dropped->push_back(Dropped{PopFront(q), std::move(status)});
+  // If the job at `it` is cancelled or expired at `now`, moves it to *dropped and returns true.
+  bool DropIfDead(Queue& q, std::map<TagKey, Entry>::iterator it, absl::Time now,
+                  std::vector<Dropped>* dropped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::Status status = StillWorthRunning(*it->second.job, now, "in the queue");
+    if (status.ok()) return false;
+    dropped->push_back(Dropped{PopEntry(q, it), std::move(status)});
     return true;
   }
 
-  // The best due queue at `now`: the lowest level that has one, then the oldest head. Null when
-  // none is due, with *next_due = when the first partial batch becomes due (InfiniteFuture if
-  // nothing is queued). O(levels · log queues).
+  // The best due queue at `now`: of each level, the due queue with the smallest head tag;
+  // between levels, the best effective level (aging), then the older oldest job. Null when none
+  // is due, with *next_due = when the first partial batch becomes due (InfiniteFuture if
+  // nothing is queued). Moves the queues it finds due from pending to due. O(levels · log
+  // queues), amortized.
   Queue* BestDue(absl::Time now, absl::Time* next_due) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     const absl::Duration delay = options.max_queue_delay;
+    const absl::Duration aging = options.priority_aging;
     absl::Time earliest = absl::InfiniteFuture();
+    Queue* best = nullptr;
+    int best_level = 0;
+    const Queue* best_oldest = nullptr;
     for (int level = 1; level <= options.priority_levels; ++level) {
       Level& lv = levels[level];
-      if (lv.by_head.empty()) continue;
-      Queue* oldest = *lv.by_head.begin();
-      // delay 0 is tested apart so that a clock stepping back cannot hold a batch.
-      if (closed || delay == absl::ZeroDuration() || now - oldest->head_time >= delay) {
-        return oldest;
+      if (lv.by_age.empty()) continue;
+      while (!lv.pending.empty()) {
+        Queue* q = *lv.pending.begin();
+        // delay 0 is tested apart so that a clock stepping back cannot hold a batch.
+        if (!closed && delay != absl::ZeroDuration() && now - q->oldest_time < delay) {
+          earliest = std::min(earliest, q->oldest_time + delay);
+          break;
+        }
+        lv.pending.erase(lv.pending.begin());
+        q->due = true;
+        lv.due.insert(q);
       }
-      // The oldest head is not due by age, so none of the level is: only full queues are due.
-      if (!lv.full.empty()) return *lv.full.begin();
-      earliest = std::min(earliest, oldest->head_time + delay);
+      if (lv.due.empty()) continue;
+      const Queue* oldest = *lv.by_age.begin();
+      int effective = level;
+      if (aging > absl::ZeroDuration() && level > 1) {
+        const absl::Duration waited = now - oldest->oldest_time;
+        if (waited >= aging) {
+          absl::Duration remainder;
+          const int64_t steps = absl::IDivDuration(waited, aging, &remainder);
+          effective = steps >= level - 1 ? 1 : level - static_cast<int>(steps);
+        }
+      }
+      if (best == nullptr || effective < best_level ||
+          (effective == best_level && OldestOrder()(oldest, best_oldest))) {
+        best = *lv.due.begin();
+        best_level = effective;
+        best_oldest = oldest;
+      }
     }
-    *next_due = earliest;
-    return nullptr;
+    if (best == nullptr) *next_due = earliest;
+    return best;
   }
 
-  // Takes a batch from the front of q (unindexed): FIFO while the sums of N and bytes stay
-  // within the batch limits, the first job always. Dead jobs met on the way go to *dropped.
-  // Null if q's head was dead: q then changed and must be judged due again before it batches,
-  // or a live job behind an expired head would run before its own max_queue_delay.
+  // Takes a batch from q (unindexed) in tag order while the sums of N and bytes stay within the
+  // batch limits, the first job always. The batch lists its jobs in that (service) order, which
+  // for one client is admission order: the engine completes them in it, so a job of a client
+  // behind in virtual time is also answered first. Dead jobs
+  // met on the way go to *dropped. Null if q's head or oldest job was dead: q then changed and
+  // must be judged due again before it batches, or a live job behind an expired one would run
+  // before its own max_queue_delay.
   std::unique_ptr<Batch> Take(Queue& q, absl::Time now, std::vector<Dropped>* dropped)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    Level& lv = levels[q.key.level];
     bool purged = false;
-    while (!q.entries.empty() && DropHeadIfDead(q, now, dropped)) purged = true;
+    while (!q.entries.empty()) {
+      if (DropIfDead(q, q.entries.begin(), now, dropped)) {
+        purged = true;
+        continue;
+      }
+      const AgeKey& oldest = *q.ages.begin();
+      if (DropIfDead(q, q.entries.find(TagKey{oldest.start, oldest.seq}), now, dropped)) {
+        purged = true;
+        continue;
+      }
+      break;
+    }
     if (purged || q.entries.empty()) return nullptr;
 
     auto batch = std::make_unique<Batch>();
-    batch->params = q.entries.front().job->params;
+    batch->params = q.entries.begin()->second.job->params;
     batch->params.n = 0;
     batch->formed = now;
     int64_t batch_bytes = 0;
     while (!q.entries.empty()) {
-      if (DropHeadIfDead(q, now, dropped)) continue;
-      const Entry& e = q.entries.front();
+      auto it = q.entries.begin();
+      if (DropIfDead(q, it, now, dropped)) continue;
+      const Entry& e = it->second;
       const int64_t n = e.job->params.n;
       if (!batch->jobs.empty() && (batch->params.n + n > options.max_batch_size ||
-                                   batch_bytes + e.bytes > options.max_batch_bytes)) {
+                             batch_bytes + e.bytes > options.max_batch_bytes)) {
         break;
       }
       batch->params.n += n;
       batch_bytes += e.bytes;
-      std::unique_ptr<Conv2dJob> job = PopFront(q);
+      AdvanceVirtualTime(lv, it->first.start);
+      std::unique_ptr<Conv2dJob> job = PopEntry(q, it);
       job->timestamps.batch_formed = now;
       batch->jobs.push_back(std::move(job));
     }
@@ -347,7 +497,7 @@ ShapeBatcher::~ShapeBatcher() {
     impl_->closed = true;
     left.reserve(impl_->jobs);
     for (auto& [key, queue] : impl_->queues) {
-      for (Entry& e : queue->entries) {
+      for (auto& [tag, e] : queue->entries) {
         left.push_back(Dropped{std::move(e.job), absl::UnavailableError("engine shut down")});
       }
     }
@@ -474,11 +624,21 @@ QueueSnapshot ShapeBatcher::Snapshot() const {
   };
   QueueSnapshot snapshot;
   std::vector<Row> rows;
+  const absl::Time now = impl_->options.clock->Now();
   {
     // Only copies under the lock; strings and merging happen after it.
     absl::MutexLock lock(&impl_->mu);
     snapshot.jobs = impl_->jobs;
     snapshot.bytes = impl_->bytes;
+    snapshot.levels.reserve(impl_->options.priority_levels);
+    for (int level = 1; level <= impl_->options.priority_levels; ++level) {
+      const Level& lv = impl_->levels[level];
+      QueueSnapshot::LevelQueue row{level, lv.jobs, lv.bytes, absl::ZeroDuration()};
+      if (!lv.by_age.empty()) {
+        row.oldest_wait = std::max(absl::ZeroDuration(), now - (*lv.by_age.begin())->oldest_time);
+      }
+      snapshot.levels.push_back(row);
+    }
     rows.reserve(impl_->queues.size());
     for (const auto& [key, queue] : impl_->queues) {
       rows.push_back(Row{key.geometry, static_cast<int64_t>(queue->entries.size()), queue->bytes});

@@ -1,11 +1,28 @@
 // ShapeBatcher: the dynamic batcher. Jobs wait in per-shape-key queues (key = geometry without N,
-// plus weight_key and the job's device request; weight_key 0 or batchable=false means "batch alone"); consumers take batches formed along N.
+// plus weight_key, the job's device request and its priority level; weight_key 0 or
+// batchable=false means "batch alone"); consumers take batches formed along N.
 //
-// Admission is bounded in jobs and bytes. A batch is due when its jobs reach max_batch_size (sum
+// Admission is bounded in jobs and bytes. A queue is due when its jobs reach max_batch_size (sum
 // of N) or max_batch_bytes, when its oldest job has waited max_queue_delay, or when the batcher
-// is closed. Among due batches the one whose head job has the best priority level, then the
-// oldest enqueue time, goes first. Expired (deadline) and cancelled jobs are taken out at batch
-// formation and completed there (DEADLINE_EXCEEDED / CANCELLED), never handed to a consumer.
+// is closed. Expired (deadline) and cancelled jobs are taken out at batch formation and completed
+// there (DEADLINE_EXCEEDED / CANCELLED), never handed to a consumer.
+//
+// Scheduling (docs/operations.md "Scheduling"):
+//  - Levels. Priority level 1 is served first. Aging: a level is served as if one level higher
+//    for every priority_aging its oldest queued job has waited (never above level 1), so a low
+//    level cannot starve. Among due queues the best effective level wins; between levels of the
+//    same effective level, the one whose oldest job is older.
+//  - Clients, inside a level: start-time fair queueing by cost. Each job gets a virtual start tag
+//    S = max(V, F_last(client)) and its client's finish tag becomes F = S + flops (so a client is
+//    charged for its own jobs' FLOP, even in a batch shared with others); V, the level's virtual
+//    time, is the largest start tag taken into a batch so far. Among the level's due queues the
+//    one whose smallest tag is smallest goes first, and a batch takes its queue's jobs in tag
+//    order (Batch::jobs lists them in that order). A client that keeps many jobs queued thus
+//    runs ahead in virtual time, and a job of a client with nothing queued starts at V: it goes
+//    into the next batch formed for its level (the next but one when its shape key differs
+//    from a full queue that was already due). A level that empties starts over at V = 0 (no
+//    client banks credit while idle).
+// Every operation is O(levels · log n) (levels ≤ 16).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +49,14 @@ struct QueueSnapshot {
   int64_t jobs = 0;
   int64_t bytes = 0;
   std::vector<ShapeQueue> queues;  // one per non-empty key, most jobs first
+  // One row per priority level, 1..priority_levels in order, empty levels included.
+  struct LevelQueue {
+    int level = 0;  // 1 is served first
+    int64_t jobs = 0;
+    int64_t bytes = 0;
+    absl::Duration oldest_wait;  // how long the level's oldest job has waited; 0 when empty
+  };
+  std::vector<LevelQueue> levels;
 };
 
 class ShapeBatcher {
@@ -54,6 +79,9 @@ class ShapeBatcher {
     // Priority levels 1..priority_levels (1 served first); a job's priority 0 means
     // priority_levels (the default, lowest level). Range [1, 16].
     int priority_levels = 2;
+    // Aging: a queued job's level is served as if one level higher for every priority_aging
+    // that the level's oldest job has waited (never above level 1). Range [0, 1 h]; 0: off.
+    absl::Duration priority_aging = absl::Seconds(1);
     // Time source; tests pass a FakeClock. Not owned, must outlive the batcher.
     Clock* clock = Clock::Real();
   };

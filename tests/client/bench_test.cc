@@ -101,6 +101,8 @@ TEST(LevelResultTest, RatesAndCsv) {
   EXPECT_EQ(row[1], "500.000");
   EXPECT_EQ(row[2], "1000");
   EXPECT_EQ(row[8], "tiny");
+  EXPECT_EQ(header.back(), "Identity");
+  EXPECT_EQ(row.back(), "main");
 
   LevelResult empty;
   EXPECT_EQ(empty.RequestsPerSecond(), 0);
@@ -127,6 +129,39 @@ TEST(BenchOptionsTest, ValidationNamesTheField) {
   o = BenchOptions();
   o.max_requests = -1;
   EXPECT_THAT(ValidateBenchOptions(o).message(), HasSubstr("max_requests"));
+  o = BenchOptions();
+  o.second_concurrency = 0;  // unchecked without a second identity
+  EXPECT_TRUE(ValidateBenchOptions(o).ok());
+  o.second_connection = SparkleClient::Options();
+  EXPECT_THAT(ValidateBenchOptions(o).message(),
+              HasSubstr("second_concurrency must be in [1, 4096]; was 0"));
+  o.second_concurrency = 4096;
+  EXPECT_TRUE(ValidateBenchOptions(o).ok());
+}
+
+TEST(FairnessResultTest, RatiosAndSummary) {
+  FairnessResult f;
+  f.alone.shape_class = f.alongside.shape_class = "tiny";
+  f.alone.concurrency = f.alongside.concurrency = 1;
+  f.alone.ok = 100;
+  f.alone.p50_us = 200;
+  f.alone.p99_us = 400;
+  f.alongside.ok = 50;
+  f.alongside.p50_us = 300;
+  f.alongside.p99_us = 1000;
+  EXPECT_DOUBLE_EQ(f.P50Ratio(), 1.5);
+  EXPECT_DOUBLE_EQ(f.P99Ratio(), 2.5);
+  EXPECT_EQ(f.Summary(64),
+            "fairness tiny conc 64 / second 1: p50 0.200 -> 0.300 ms (x1.50), p99 0.400 -> "
+            "1.000 ms (x2.50)");
+  f.alongside.errors[absl::StatusCode::kDeadlineExceeded] = 2;
+  EXPECT_THAT(f.Summary(64), HasSubstr("; second errors alone -, alongside DEADLINE_EXCEEDED:2"));
+
+  // No OK request on either side: no ratio rather than a division by zero.
+  f.alongside.ok = 0;
+  EXPECT_EQ(f.P50Ratio(), 0);
+  FairnessResult empty;
+  EXPECT_EQ(empty.P99Ratio(), 0);
 }
 
 }  // namespace

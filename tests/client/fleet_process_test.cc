@@ -3,8 +3,6 @@
 // per daemon, `status --json` parses back into GetStatusResponse, drain reports per daemon, and
 // the exit codes scripts rely on (0 ok, 1 server error, 2 usage or unreachable).
 #include <signal.h>
-#include <stdio.h>
-#include <sys/wait.h>
 
 #include <memory>
 #include <sstream>
@@ -22,31 +20,20 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/process_util.h"
 
 namespace sparkle::client {
 namespace {
 
+using ::sparkle::testing::CommandLine;
+using ::sparkle::testing::CommandResult;
 using ::sparkle::testing::DaemonProcess;
+using ::sparkle::testing::RunCommand;
 using ::testing::HasSubstr;
-
-struct CommandResult {
-  int exit_code = -1;
-  std::string out;
-};
 
 // Runs sparklectl with `args`; stdout only (stderr goes to the test log).
 CommandResult Sparklectl(const std::vector<std::string>& args) {
-  std::string command = SPARKLECTL_PATH;
-  for (const std::string& a : args) absl::StrAppend(&command, " '", a, "'");
-  CommandResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.out.append(buf, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  return RunCommand(CommandLine(SPARKLECTL_PATH, args));
 }
 
 class FleetTest : public ::testing::Test {
@@ -98,9 +85,9 @@ TEST_F(FleetTest, AListSpreadsRequestsOverEveryDaemon) {
 TEST_F(FleetTest, StatusJsonParsesBackIntoTheProto) {
   CommandResult one =
       Sparklectl({absl::StrCat("--target=", daemons_[0]->address()), "status", "--json"});
-  ASSERT_EQ(one.exit_code, 0) << one.out;
+  ASSERT_EQ(one.exit_code, 0) << one.output;
   sparkle::v1::GetStatusResponse parsed;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(one.out, &parsed).ok()) << one.out;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(one.output, &parsed).ok()) << one.output;
   EXPECT_THAT(parsed.listen_address(), ::testing::StartsWith("127.0.0.1:"));
   EXPECT_FALSE(parsed.version().empty());
   EXPECT_TRUE(parsed.ready());
@@ -109,10 +96,11 @@ TEST_F(FleetTest, StatusJsonParsesBackIntoTheProto) {
 
   // A list: one array element per daemon, each {"target", "status"}.
   CommandResult fleet = Sparklectl({absl::StrCat("--target=", list_), "status", "--json"});
-  ASSERT_EQ(fleet.exit_code, 0) << fleet.out;
+  ASSERT_EQ(fleet.exit_code, 0) << fleet.output;
   google::protobuf::Value value;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(fleet.out, &value).ok()) << fleet.out;
-  ASSERT_EQ(value.list_value().values_size(), 2) << fleet.out;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(fleet.output, &value).ok())
+      << fleet.output;
+  ASSERT_EQ(value.list_value().values_size(), 2) << fleet.output;
   for (int i = 0; i < 2; ++i) {
     const auto& fields = value.list_value().values(i).struct_value().fields();
     EXPECT_EQ(fields.at("target").string_value(), daemons_[i]->address());
@@ -123,15 +111,15 @@ TEST_F(FleetTest, StatusJsonParsesBackIntoTheProto) {
 TEST_F(FleetTest, PerDaemonTablesAndExitCodes) {
   CommandResult devices = Sparklectl({absl::StrCat("--target=", list_), "devices"});
   EXPECT_EQ(devices.exit_code, 0);
-  EXPECT_THAT(devices.out, HasSubstr(daemons_[0]->address()));
-  EXPECT_THAT(devices.out, HasSubstr(daemons_[1]->address()));
+  EXPECT_THAT(devices.output, HasSubstr(daemons_[0]->address()));
+  EXPECT_THAT(devices.output, HasSubstr(daemons_[1]->address()));
 
   // One daemon of three unreachable: the others still print, exit 2 (nothing served by it).
   CommandResult partial =
       Sparklectl({absl::StrCat("--target=", list_, ",127.0.0.1:1"), "queue"});
   EXPECT_EQ(partial.exit_code, 2);
-  EXPECT_THAT(partial.out, HasSubstr(daemons_[1]->address()));
-  EXPECT_THAT(partial.out, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(partial.output, HasSubstr(daemons_[1]->address()));
+  EXPECT_THAT(partial.output, HasSubstr("UNAVAILABLE"));
 
   // Usage errors: exit 2 before any connection.
   EXPECT_EQ(Sparklectl({"--target=1.2.3.4:1,name:2", "status"}).exit_code, 2);
@@ -140,9 +128,10 @@ TEST_F(FleetTest, PerDaemonTablesAndExitCodes) {
   // drain: both drained (exit 0); afterwards infer is refused by the server (exit 1).
   CommandResult drain =
       Sparklectl({absl::StrCat("--target=", list_), "drain", "--drain_timeout=10s", "--json"});
-  EXPECT_EQ(drain.exit_code, 0) << drain.out;
+  EXPECT_EQ(drain.exit_code, 0) << drain.output;
   google::protobuf::Value value;
-  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(drain.out, &value).ok()) << drain.out;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(drain.output, &value).ok())
+      << drain.output;
   ASSERT_EQ(value.list_value().values_size(), 2);
   for (const auto& entry : value.list_value().values()) {
     EXPECT_TRUE(entry.struct_value().fields().at("drain").struct_value().fields().at("drained")

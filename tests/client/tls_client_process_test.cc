@@ -2,9 +2,6 @@
 // the openssl CLI in a temp dir): status works with CA + client certificate + token and shows
 // the security block; each missing piece gives its explanation and exit code (2: could not
 // connect; 1: the server answered UNAUTHENTICATED / PERMISSION_DENIED, with a hint).
-#include <stdio.h>
-#include <stdlib.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -18,37 +15,27 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/process_util.h"
 
 namespace sparkle::client {
 namespace {
 
+using ::sparkle::testing::CommandLine;
+using ::sparkle::testing::CommandResult;
 using ::sparkle::testing::DaemonProcess;
+using ::sparkle::testing::RunCommand;
+using ::sparkle::testing::Shell;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
 constexpr char kInferToken[] = "infer-token-0123456789";
 
-struct CommandResult {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-// Runs sparklectl with `args` and $SPARKLE_TOKEN unset unless `token_env` is given.
+// Runs sparklectl with `args` and $SPARKLE_TOKEN unset unless `token_env` is given; output is
+// stdout and stderr.
 CommandResult Sparklectl(const std::vector<std::string>& args, const std::string& token_env = "") {
-  std::string command = token_env.empty() ? "env -u SPARKLE_TOKEN "
-                                          : absl::StrCat("env SPARKLE_TOKEN='", token_env, "' ");
-  absl::StrAppend(&command, SPARKLECTL_PATH);
-  for (const std::string& a : args) absl::StrAppend(&command, " '", a, "'");
-  absl::StrAppend(&command, " 2>&1");
-  CommandResult result;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return result;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) result.output.append(buf, n);
-  const int status = pclose(pipe);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return result;
+  const std::string env = token_env.empty() ? "env -u SPARKLE_TOKEN "
+                                            : absl::StrCat("env SPARKLE_TOKEN='", token_env, "' ");
+  return RunCommand(absl::StrCat(env, CommandLine(SPARKLECTL_PATH, args), " 2>&1"));
 }
 
 class TlsClientProcessTest : public ::testing::Test {
@@ -76,8 +63,8 @@ class TlsClientProcessTest : public ::testing::Test {
         "printf '", kInferToken, ",ci,infer\\n' > tokens\n",
         "printf '", kInferToken, "\\n' > infer.token\n");
     std::ofstream(Path("make.sh")) << script;
-    const int rc = std::system(
-        absl::StrCat("sh '", Path("make.sh"), "' > '", Path("make.log"), "' 2>&1").c_str());
+    const int rc =
+        Shell(absl::StrCat("sh '", Path("make.sh"), "' > '", Path("make.log"), "' 2>&1"));
     ASSERT_EQ(rc, 0) << "openssl failed; see " << Path("make.log");
   }
   static void TearDownTestSuite() {

@@ -135,7 +135,6 @@ TEST(EngineTest, CallerSuppliedWeightKeyCollisionIsCaughtBeforeCompute) {
 TEST(EngineTest, RejectsBadJobsWithoutCallingDone) {
   EngineOptions options;
   options.max_job_bytes = 200000;
-  options.max_job_bytes_flag = "max_job_bytes";
   auto engine = MakeEngine(options);
   TestJob ok_job(Small(), 1);
 
@@ -155,7 +154,7 @@ TEST(EngineTest, RejectsBadJobsWithoutCallingDone) {
   job = large_job.Make();
   s = engine->Submit(&job);
   EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(std::string(s.message()), HasSubstr("--max_job_bytes"));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("max_job_bytes"));
   EXPECT_FALSE(IsQueueFull(s));
 
   job = ok_job.Make();
@@ -301,10 +300,10 @@ TEST(EngineTest, AdmitRefusesCostlyJobsNamingTheFlag) {
   Conv2dParams padded{.pad_w = 1 << 21};  // 16 MiB padded input, 16 MiB output
   Conv2dParams im2col{.c = 256, .h = 64, .w = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   Conv2dParams bytes{.h = 1024, .w = 1024, .k = 8};  // 36 MiB of tensors, 4 MiB of im2col
-  const Case cases[] = {{"flops", flops, "--max_job_gflop"},
-                        {"padded extent", padded, "--max_job_scratch_bytes"},
-                        {"im2col per thread", im2col, "--max_job_scratch_bytes"},
-                        {"larger than the in-flight budget", bytes, "--max_inflight_bytes"}};
+  const Case cases[] = {{"flops", flops, "max_job_gflop"},
+                        {"padded extent", padded, "max_job_scratch_bytes"},
+                        {"im2col per thread", im2col, "max_job_scratch_bytes"},
+                        {"larger than the in-flight budget", bytes, "max_inflight_bytes"}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     absl::StatusOr<Engine::Admission> a = engine->Admit(c.params);
@@ -330,7 +329,7 @@ TEST(EngineTest, InflightBudgetIsRetryableAndReleasedOnCompletion) {
   ASSERT_FALSE(second.ok());  // 2 x 512 KiB + 8 > 1 MiB
   EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted);
   EXPECT_TRUE(IsQueueFull(second.status()));
-  EXPECT_THAT(std::string(second.status().message()), HasSubstr("--max_inflight_bytes"));
+  EXPECT_THAT(std::string(second.status().message()), HasSubstr("max_inflight_bytes"));
   EXPECT_EQ(engine->Stats().inflight_bytes, p.total_bytes());
 
   // A job submitted with the admission runs; the budget is the admission holder's until it

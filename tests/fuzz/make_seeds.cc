@@ -178,7 +178,7 @@ void WeightFileSeeds() {
   const std::string dir = absl::StrCat(root, "/", t);
   ::mkdir(dir.c_str(), 0755);
   auto write_weight = [&](const std::string& name, WeightHeader header, int64_t elements) {
-    auto upload = WeightUpload::Begin(std::move(header), nullptr, "budget");
+    auto upload = WeightUpload::Begin(std::move(header), nullptr);
     if (!upload.ok() || !(*upload)->Append(Floats(elements)).ok() || !(*upload)->Digest().ok()) {
       std::abort();
     }

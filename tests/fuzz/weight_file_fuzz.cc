@@ -31,7 +31,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   WriteFileOrDie(path, absl::string_view(reinterpret_cast<const char*>(data), size));
   auto budget = std::make_shared<MemoryBudget>(kBudgetBytes);
   {
-    absl::StatusOr<LoadedWeightFile> loaded = ReadWeightFile(path, budget, "budget");
+    absl::StatusOr<LoadedWeightFile> loaded = ReadWeightFile(path, budget);
     if (!loaded.ok()) {
       FUZZ_CHECK(absl::IsDataLoss(loaded.status()) || absl::IsResourceExhausted(loaded.status()),
                  loaded.status().ToString());
@@ -51,7 +51,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string again_path = absl::StrCat(ScratchDir(), "/again.weights");
     absl::Status written = WriteWeightFile(again_path, *weight);
     FUZZ_CHECK(written.ok(), written.ToString());
-    absl::StatusOr<LoadedWeightFile> again = ReadWeightFile(again_path, nullptr, "budget");
+    absl::StatusOr<LoadedWeightFile> again = ReadWeightFile(again_path, nullptr);
     FUZZ_CHECK(again.ok(), again.status().ToString());
     absl::StatusOr<std::string> again_id = again->upload->Digest();
     FUZZ_CHECK(again_id.ok() && *again_id == *id, "round trip changed the id");

@@ -83,7 +83,7 @@ void CheckRegistration(WeightRegistry& registry, const RegisteredWeight& w,
   absl::Status written = WriteWeightFile(path, w);
   FUZZ_CHECK(written.ok(), written.ToString());
   auto budget = std::make_shared<MemoryBudget>(kBudgetBytes);
-  absl::StatusOr<LoadedWeightFile> loaded = ReadWeightFile(path, budget, "budget");
+  absl::StatusOr<LoadedWeightFile> loaded = ReadWeightFile(path, budget);
   FUZZ_CHECK(loaded.ok(), loaded.status().ToString());
   absl::StatusOr<std::string> id = loaded->upload->Digest();
   FUZZ_CHECK(id.ok() && *id == w.id(), "weight file round trip changed the id");

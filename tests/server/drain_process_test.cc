@@ -21,70 +21,44 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/sparkle_client.h"
-#include "engine/cpu/conv2d_ref.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
+#include "tests/testing/conv_case.h"
 #include "tests/testing/daemon_process.h"
-#include "tests/testing/infer_check.h"
-#include "tests/testing/shape_table.h"
+#include "tests/testing/wait_for.h"
 
 namespace sparkle {
 namespace {
 
+using ::sparkle::testing::ConvCase;
+using ::sparkle::testing::ConvShape;
 using ::sparkle::testing::DaemonProcess;
-using ::sparkle::testing::RandomFloats;
-using ::sparkle::testing::RelativeL2Error;
+using ::sparkle::testing::WaitFor;
 using ::testing::HasSubstr;
 
 constexpr absl::Duration kDrainBudget = absl::Seconds(20);
 
-// One conv2d request (NCHW, raw contents) and its expected output.
-struct Case {
-  Conv2dParams params;
-  inference::ModelInferRequest request;
-  std::vector<float> expected;
-
-  Case(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t r, int64_t pad, bool bias,
-       uint32_t seed) {
-    Conv2dParams& p = params;
-    p.n = n, p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = r, p.pad_h = p.pad_w = pad;
-    p.has_bias = bias;
-    const std::vector<float> input = RandomFloats(p.input_elements(), seed);
-    const std::vector<float> weight = RandomFloats(p.weight_elements(), seed + 1);
-    const std::vector<float> b = bias ? RandomFloats(k, seed + 2) : std::vector<float>();
-    expected.resize(p.output_elements());
-    Conv2dRef(p, input.data(), weight.data(), bias ? b.data() : nullptr, expected.data());
-    request.set_model_name("conv2d");
-    (*request.mutable_parameters())["pad_h"].set_int64_param(pad);
-    (*request.mutable_parameters())["pad_w"].set_int64_param(pad);
-    auto add = [&](const char* name, std::vector<int64_t> shape, const std::vector<float>& data) {
-      auto* t = request.add_inputs();
-      t->set_name(name);
-      t->set_datatype("FP32");
-      for (int64_t d : shape) t->add_shape(d);
-      request.add_raw_input_contents()->assign(reinterpret_cast<const char*>(data.data()),
-                                               data.size() * sizeof(float));
-    };
-    add("input", {n, c, hw, hw}, input);
-    add("weight", {k, c, r, r}, weight);
-    if (bias) add("bias", {k}, b);
-  }
-
-  // "" when `response` holds the expected output.
-  std::string Check(const inference::ModelInferResponse& response) const {
-    return ::sparkle::testing::CheckRawOutput(response, expected);
-  }
-};
-
 // Small batched jobs, medium ones and a large one that runs alone on every thread.
-const std::vector<Case>& Cases() {
-  static const auto* const kCases = new std::vector<Case>{
-      Case(1, 8, 16, 8, 3, 1, true, 11), Case(2, 16, 20, 24, 3, 0, false, 21),
-      Case(1, 32, 28, 32, 1, 0, true, 31), Case(2, 64, 56, 64, 3, 1, false, 41)};
+const std::vector<ConvCase>& Cases() {
+  static const auto* const kCases =
+      new std::vector<ConvCase>{ConvCase(ConvShape(1, 8, 16, 16, 8, 3, 1, 1, 1, true), 11),
+                                ConvCase(ConvShape(2, 16, 20, 20, 24, 3, 1, 0), 21),
+                                ConvCase(ConvShape(1, 32, 28, 28, 32, 1, 1, 0, 1, true), 31),
+                                ConvCase(ConvShape(2, 64, 56, 56, 64, 3, 1, 1), 41)};
   return *kCases;
+}
+
+// Cases()[i].Request(), built once: the load threads send them over and over.
+const inference::ModelInferRequest& Request(size_t i) {
+  static const auto* const kRequests = [] {
+    auto* requests = new std::vector<inference::ModelInferRequest>;
+    for (const ConvCase& c : Cases()) requests->push_back(c.Request());
+    return requests;
+  }();
+  return (*kRequests)[i];
 }
 
 // Client threads that send Cases() round robin until Stop(), recording every outcome.
@@ -105,12 +79,13 @@ class Load {
       threads_.emplace_back([this, channel = channels[i / 8], i] {
         auto stub = inference::GRPCInferenceService::NewStub(channel);
         for (int n = i; !stop_.load(); ++n) {
-          const Case& c = Cases()[n % Cases().size()];
+          const size_t which = n % Cases().size();
           grpc::ClientContext ctx;
           ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
           inference::ModelInferResponse response;
-          const grpc::Status status = stub->ModelInfer(&ctx, c.request, &response);
-          Record(status, status.ok() ? c.Check(response) : "");
+          const grpc::Status status = stub->ModelInfer(&ctx, Request(which), &response);
+          Record(status, status.ok() ? Cases()[which].Check(response) : "");
+          // A client's back-off before it retries a refused call (not a wait for a condition).
           if (!status.ok()) absl::SleepFor(absl::Milliseconds(5));
         }
       });
@@ -160,9 +135,9 @@ class Load {
   std::vector<std::string> problems_ ABSL_GUARDED_BY(mu_);
 };
 
+// Until `load` has had `count` OK answers, 60 s at most (not asserted: the test goes on).
 void WaitForOk(const Load& load, int64_t count) {
-  const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  while (load.ok() < count && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(10));
+  WaitFor([&] { return load.ok() >= count; }, absl::Seconds(60), absl::Milliseconds(10));
 }
 
 TEST(DrainProcessTest, SigtermUnderLoadLosesNoAcceptedRequest) {
@@ -218,7 +193,9 @@ TEST(DrainProcessTest, DrainDelayKeepsServingWhileNotReady) {
   DaemonProcess& daemon = **d;
   auto channel = grpc::CreateChannel(daemon.address(), grpc::InsecureChannelCredentials());
   auto inference = inference::GRPCInferenceService::NewStub(channel);
-  auto client = client::SparkleClient::Connect({.target = daemon.address()});
+  client::SparkleClient::Options client_options;
+  client_options.target = daemon.address();
+  auto client = client::SparkleClient::Connect(client_options);
   ASSERT_TRUE(client.ok()) << client.status();
   auto ready = [&] {
     grpc::ClientContext ctx;
@@ -233,14 +210,13 @@ TEST(DrainProcessTest, DrainDelayKeepsServingWhileNotReady) {
   ASSERT_TRUE(serving());
   const absl::Time sent = absl::Now();
   ASSERT_EQ(kill(daemon.pid(), SIGTERM), 0);
-  const absl::Time give_up = absl::Now() + absl::Seconds(2);
-  while ((ready() || serving()) && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(10));
+  WaitFor([&] { return !ready() && !serving(); }, absl::Seconds(2), absl::Milliseconds(10));
   EXPECT_FALSE(ready());
   EXPECT_FALSE(serving());
   // Still inside the delay: served, and right.
   grpc::ClientContext ctx;
   inference::ModelInferResponse response;
-  const grpc::Status status = inference->ModelInfer(&ctx, Cases()[0].request, &response);
+  const grpc::Status status = inference->ModelInfer(&ctx, Request(0), &response);
   ASSERT_LT(absl::Now() - sent, absl::Seconds(6)) << "the check came too late to prove anything";
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(Cases()[0].Check(response), "");
@@ -299,7 +275,7 @@ TEST(DrainProcessTest, DrainRpcFinishesAcceptedWorkAndKeepsTheDaemonUp) {
   {
     grpc::ClientContext c;
     inference::ModelInferResponse response;
-    const grpc::Status refused = inference->ModelInfer(&c, Cases()[0].request, &response);
+    const grpc::Status refused = inference->ModelInfer(&c, Request(0), &response);
     EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
   }
   // A second Drain answers at once: nothing left.

@@ -2,9 +2,7 @@
 // binary over loopback (docs/operations.md, Security). Certificates are made by the test with the
 // `openssl` CLI in a temporary directory: CA "one" signs the server and a client; CA "two" signs
 // a client the daemon must refuse.
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -12,68 +10,52 @@
 #include <cstdlib>
 #include <fstream>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "engine/cpu/conv2d_ref.h"
 #include "gmock/gmock.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/grpc_test_util.h"
 #include "tests/testing/infer_check.h"
+#include "tests/testing/process_util.h"
 #include "tests/testing/shape_table.h"
+#include "tests/testing/wait_for.h"
 
 namespace sparkle {
 namespace {
 
-using ::sparkle::testing::DaemonProcess;
-using ::testing::HasSubstr;
 using inference::GRPCInferenceService;
+using ::sparkle::testing::DaemonProcess;
+using ::sparkle::testing::FreeLoopbackPort;
+using ::sparkle::testing::HealthCheck;
+using ::sparkle::testing::QuietShell;
+using ::sparkle::testing::ReadFile;
+using ::sparkle::testing::Shell;
+using ::sparkle::testing::WaitFor;
 using sparkle::v1::Control;
+using ::testing::HasSubstr;
 
 constexpr char kInferToken[] = "infer-token-4c1d9f0a";
 constexpr char kAdminToken[] = "admin-token-77e2b5c3";
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
+// Replaces a file the daemon watches, all at once.
 void WriteAtomically(const std::string& path, const std::string& contents) {
-  const std::string tmp = path + ".new";
-  std::ofstream(tmp) << contents;
-  ASSERT_EQ(std::rename(tmp.c_str(), path.c_str()), 0);
-}
-
-int Shell(const std::string& command) {
-  return std::system(("(" + command + ") > /dev/null 2>&1").c_str());
-}
-
-// A loopback port free right now (for a TCP --admin_listen, whose port the log does not name).
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
+  const absl::Status written = ::sparkle::testing::WriteFileAtomically(path, contents);
+  ASSERT_TRUE(written.ok()) << written;
 }
 
 class SecurityProcessTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (Shell("command -v openssl") != 0) GTEST_SKIP() << "openssl CLI missing (scripts/setup.sh)";
+    if (QuietShell("command -v openssl") != 0)
+      GTEST_SKIP() << "openssl CLI missing (scripts/setup.sh)";
     char dir[] = "/tmp/sparkle_sec_XXXXXX";
     ASSERT_NE(mkdtemp(dir), nullptr);
     dir_ = dir;
@@ -82,20 +64,20 @@ class SecurityProcessTest : public ::testing::Test {
     const std::string ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
     std::ofstream(dir_ + "/san.ext") << "subjectAltName=IP:127.0.0.1,DNS:localhost\n";
     for (const char* ca : {"ca1", "ca2"}) {
-      ASSERT_EQ(Shell(absl::StrCat("cd ", dir_, " && openssl req -x509 ", ec, " -keyout ", ca,
-                                 ".key -out ", ca, ".crt -days 2 -subj /CN=test-", ca)),
+      ASSERT_EQ(QuietShell(absl::StrCat("cd ", dir_, " && openssl req -x509 ", ec, " -keyout ", ca,
+                                        ".key -out ", ca, ".crt -days 2 -subj /CN=test-", ca)),
                 0);
     }
-    ASSERT_EQ(Shell(absl::StrCat("cd ", dir_, " && openssl req ", ec,
-                               " -keyout server.key -out server.csr -subj /CN=sparkled-one")),
-              0);
+    ASSERT_EQ(
+        QuietShell(absl::StrCat("cd ", dir_, " && openssl req ", ec,
+                                " -keyout server.key -out server.csr -subj /CN=sparkled-one")),
+        0);
     SignServer("sparkled-one", "server.crt");
     for (auto [name, ca] : {std::pair{"client1", "ca1"}, std::pair{"client2", "ca2"}}) {
-      ASSERT_EQ(Shell(absl::StrCat("cd ", dir_, " && openssl req ", ec, " -keyout ", name,
-                                 ".key -out ", name, ".csr -subj /CN=", name,
-                                 " && openssl x509 -req -in ", name, ".csr -CA ", ca,
-                                 ".crt -CAkey ", ca, ".key -CAcreateserial -days 2 -out ", name,
-                                 ".crt")),
+      ASSERT_EQ(QuietShell(absl::StrCat(
+                    "cd ", dir_, " && openssl req ", ec, " -keyout ", name, ".key -out ", name,
+                    ".csr -subj /CN=", name, " && openssl x509 -req -in ", name, ".csr -CA ", ca,
+                    ".crt -CAkey ", ca, ".key -CAcreateserial -days 2 -out ", name, ".crt")),
                 0);
     }
     WriteAtomically(dir_ + "/tokens.csv",
@@ -103,17 +85,18 @@ class SecurityProcessTest : public ::testing::Test {
                                  ",root,admin\n"));
   }
   void TearDown() override {
-    if (!dir_.empty()) std::system(("rm -rf " + dir_).c_str());
+    if (!dir_.empty()) Shell("rm -rf " + dir_);
   }
 
   // A certificate for the server key with common name `cn`, written to `out` (atomically).
   void SignServer(const std::string& cn, const std::string& out) {
-    ASSERT_EQ(Shell(absl::StrCat("cd ", dir_, " && openssl req -new -key server.key -subj /CN=", cn,
-                               " -out s.csr && openssl x509 -req -in s.csr -CA ca1.crt -CAkey "
-                               "ca1.key -CAcreateserial -days 2 -extfile san.ext -out s.crt.new "
-                               "&& mv s.crt.new ",
-                               out)),
-              0);
+    ASSERT_EQ(
+        QuietShell(absl::StrCat("cd ", dir_, " && openssl req -new -key server.key -subj /CN=", cn,
+                                " -out s.csr && openssl x509 -req -in s.csr -CA ca1.crt -CAkey "
+                                "ca1.key -CAcreateserial -days 2 -extfile san.ext -out s.crt.new "
+                                "&& mv s.crt.new ",
+                                out)),
+        0);
   }
 
   std::vector<std::string> TlsArgs(bool mtls = true) const {
@@ -135,10 +118,10 @@ class SecurityProcessTest : public ::testing::Test {
     args.SetSslTargetNameOverride("localhost");
     if (!tls) return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
     grpc::SslCredentialsOptions ssl;
-    ssl.pem_root_certs = ReadAll(dir_ + "/ca1.crt");
+    ssl.pem_root_certs = ReadFile(dir_ + "/ca1.crt");
     if (!client.empty()) {
-      ssl.pem_private_key = ReadAll(dir_ + "/" + client + ".key");
-      ssl.pem_cert_chain = ReadAll(dir_ + "/" + client + ".crt");
+      ssl.pem_private_key = ReadFile(dir_ + "/" + client + ".key");
+      ssl.pem_cert_chain = ReadFile(dir_ + "/" + client + ".crt");
     }
     return grpc::CreateCustomChannel(address, grpc::SslCredentials(ssl), args);
   }
@@ -222,27 +205,6 @@ class SecurityProcessTest : public ::testing::Test {
   std::string dir_;
 };
 
-// grpc.health.v1.Health/Check with no token: raw bytes (HealthCheckRequest{} is empty).
-grpc::Status HealthCheck(grpc::Channel* channel) {
-  grpc::GenericStub generic(std::shared_ptr<grpc::Channel>(channel, [](grpc::Channel*) {}));
-  grpc::Slice empty{std::string()};
-  grpc::ByteBuffer req(&empty, 1), resp;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  absl::Mutex mu;
-  bool finished = false;
-  grpc::Status status;
-  generic.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &req, &resp,
-                    [&](grpc::Status s) {
-                      absl::MutexLock lock(&mu);
-                      status = s;
-                      finished = true;
-                    });
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(&finished));
-  return status;
-}
-
 TEST_F(SecurityProcessTest, MtlsTokensAndRoles) {
   auto daemon = DaemonProcess::Start(SPARKLED_PATH, TlsArgs());
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -291,7 +253,7 @@ TEST_F(SecurityProcessTest, MtlsTokensAndRoles) {
               grpc::StatusCode::UNAUTHENTICATED);
   }
   // Health, ServerLive and ServerReady need no token.
-  EXPECT_TRUE(HealthCheck(channel.get()).ok());
+  EXPECT_TRUE(HealthCheck(channel, "").ok());
   EXPECT_TRUE(Live(channel.get()).ok());
   {
     auto ctx = Ctx();
@@ -368,32 +330,35 @@ TEST_F(SecurityProcessTest, RotatedCertificateReachesNewConnectionsWithoutRestar
   SignServer("sparkled-two", "server.crt");
   const absl::Time rotated = absl::Now();
   std::string new_cn;
-  while (absl::Now() < rotated + absl::Seconds(10)) {
-    ASSERT_TRUE(Live(Connect(address).get(), "", &new_cn).ok());
-    if (new_cn == "sparkled-two") break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  grpc::Status live;  // every new connection must work, before and after the change
+  WaitFor(
+      [&] {
+        live = Live(Connect(address).get(), "", &new_cn);
+        return !live.ok() || new_cn == "sparkled-two";
+      },
+      absl::Seconds(10), absl::Milliseconds(200));
+  ASSERT_TRUE(live.ok()) << live.error_message();
   EXPECT_EQ(new_cn, "sparkled-two") << "not served within 10 s";
   // The old connection still works, with its certificate.
   ASSERT_TRUE(Live(old_channel.get(), "", &cn).ok());
   EXPECT_EQ(cn, "sparkled-one");
   EXPECT_EQ(old_channel->GetState(false), GRPC_CHANNEL_READY);
   // GetStatus and the log report the new certificate.
-  while (absl::Now() < rotated + absl::Seconds(10)) {
-    auto ctx = Ctx(kInferToken);
-    sparkle::v1::GetStatusResponse status;
-    ASSERT_TRUE(Control::NewStub(old_channel)->GetStatus(ctx.get(), {}, &status).ok());
-    if (status.security().certificate_subject() == "CN=sparkled-two") break;
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  grpc::Status status_ok;
+  WaitFor(
+      [&] {
+        auto ctx = Ctx(kInferToken);
+        sparkle::v1::GetStatusResponse status;
+        status_ok = Control::NewStub(old_channel)->GetStatus(ctx.get(), {}, &status);
+        return !status_ok.ok() || status.security().certificate_subject() == "CN=sparkled-two";
+      },
+      rotated + absl::Seconds(10) - absl::Now(), absl::Milliseconds(200));
+  ASSERT_TRUE(status_ok.ok()) << status_ok.error_message();
   EXPECT_THAT((*daemon)->Log(), HasSubstr("subject CN=sparkled-two"));
   // A broken certificate keeps the previous one, and says why.
   WriteAtomically(dir_ + "/server.crt", "not a certificate\n");
-  const absl::Time broken = absl::Now();
-  while (absl::Now() < broken + absl::Seconds(10) &&
-         (*daemon)->Log().find("do not load") == std::string::npos) {
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  WaitFor([&] { return absl::StrContains((*daemon)->Log(), "do not load"); }, absl::Seconds(10),
+          absl::Milliseconds(100));
   EXPECT_THAT((*daemon)->Log(), HasSubstr("do not load, the previous ones stay"));
   ASSERT_TRUE(Live(Connect(address).get(), "", &new_cn).ok());
   EXPECT_EQ(new_cn, "sparkled-two");
@@ -411,17 +376,14 @@ TEST_F(SecurityProcessTest, EditedTokenFileTakesEffectWithoutRestart) {
   ASSERT_TRUE(status_with(kInferToken).ok());
   WriteAtomically(dir_ + "/tokens.csv", "fresh-token-0000,eve,infer\n");
   const absl::Time edited = absl::Now();
-  while (!status_with("fresh-token-0000").ok() && absl::Now() < edited + absl::Seconds(5)) {
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  WaitFor([&] { return status_with("fresh-token-0000").ok(); }, absl::Seconds(5),
+          absl::Milliseconds(100));
   EXPECT_TRUE(status_with("fresh-token-0000").ok()) << "new token not accepted within 5 s";
   EXPECT_EQ(status_with(kInferToken).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   // A file that does not parse keeps the table.
   WriteAtomically(dir_ + "/tokens.csv", "fresh-token-0000,eve,emperor\n");
-  while ((*daemon)->Log().find("keeping the previous token table") == std::string::npos &&
-         absl::Now() < edited + absl::Seconds(10)) {
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  WaitFor([&] { return absl::StrContains((*daemon)->Log(), "keeping the previous token table"); },
+          edited + absl::Seconds(10) - absl::Now(), absl::Milliseconds(100));
   EXPECT_THAT((*daemon)->Log(), HasSubstr("line 1: unknown role"));
   EXPECT_TRUE(status_with("fresh-token-0000").ok());
   EXPECT_THAT((*daemon)->Log(), ::testing::Not(HasSubstr("fresh-token-0000")));
@@ -439,7 +401,7 @@ TEST_F(SecurityProcessTest, AdminCallsOnlyOnUnixAdminListener) {
 
 TEST_F(SecurityProcessTest, AdminCallsOnlyOnTcpAdminListenerWithTls) {
   std::vector<std::string> args = TlsArgs();
-  const std::string admin = absl::StrCat("127.0.0.1:", FreePort());
+  const std::string admin = absl::StrCat("127.0.0.1:", FreeLoopbackPort());
   args.push_back("--admin_listen=" + admin);
   auto daemon = DaemonProcess::Start(SPARKLED_PATH, args);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -453,8 +415,9 @@ TEST_F(SecurityProcessTest, RefusesToStartWithBadTlsOrTokenFiles) {
     const char* message;
   };
   const std::string d = dir_;
-  ASSERT_EQ(Shell("cd " + d + " && openssl genpkey -algorithm ec -pkeyopt "
-                "ec_paramgen_curve:prime256v1 -out other.key"),
+  ASSERT_EQ(QuietShell("cd " + d +
+                       " && openssl genpkey -algorithm ec -pkeyopt "
+                       "ec_paramgen_curve:prime256v1 -out other.key"),
             0);
   std::ofstream(d + "/bad_tokens.csv") << "t1,a,infer\nt2,b,root\n";
   const Case cases[] = {

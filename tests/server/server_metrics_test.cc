@@ -44,6 +44,7 @@ ServerMetrics::Sources FakeSources(const InferenceStats* stats) {
     e.busy_seconds = 1.5;
     e.queue.jobs = 3;
     e.queue.bytes = 12345;
+    e.queue.levels = {{1, 1, 100, absl::Milliseconds(5)}, {2, 2, 12245, absl::Seconds(2)}};
     return e;
   };
   sources.devices = [] {
@@ -180,6 +181,52 @@ TEST(ServerMetricsTest, ScrapeTimeFamiliesComeFromSnapshots) {
   EXPECT_EQ(Value(text, "sparkle_registry_bytes"), 4096);
   EXPECT_THAT(text, HasSubstr("# TYPE sparkle_device_busy_seconds_total counter"));
   EXPECT_THAT(text, HasSubstr("# TYPE sparkle_batch_size histogram"));
+}
+
+TEST(ServerMetricsTest, QueuePerLevel) {
+  InferenceStats stats;
+  auto metrics = ServerMetrics::Create({}, FakeSources(&stats));
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  // Waits: level 1 100 µs twice (CpuOk), level 2 3 ms once (an OK request) and 30 µs once (a
+  // batched job that failed later: counted too). Not observed: a job that never left the
+  // queue, and one without a level.
+  for (int i = 0; i < 2; ++i) {
+    RequestOutcome o = CpuOk(1, 2, 300);
+    o.timestamps.level = 1;
+    (*metrics)->RecordOutcome(o);
+  }
+  RequestOutcome slow = CpuOk(1, 1, 300);
+  slow.timestamps.level = 2;
+  slow.timestamps.batch_formed = At(3000);
+  (*metrics)->RecordOutcome(slow);
+  RequestOutcome failed = CpuOk(1, 1, 300);
+  failed.code = absl::StatusCode::kInternal;
+  failed.timestamps.level = 2;
+  failed.timestamps.batch_formed = At(30);
+  (*metrics)->RecordOutcome(failed);
+  RequestOutcome expired;
+  expired.code = absl::StatusCode::kDeadlineExceeded;
+  expired.timestamps.level = 2;
+  expired.timestamps.enqueued = At(0);
+  expired.timestamps.done = At(900);
+  (*metrics)->RecordOutcome(expired);
+  (*metrics)->RecordOutcome(CpuOk(1, 1, 300));  // level 0: not queued by a batcher
+
+  const std::string text = (*metrics)->Serialize();
+  EXPECT_EQ(Value(text, R"(sparkle_queue_wait_seconds_count{level="1"})"), 2);
+  EXPECT_NEAR(Value(text, R"(sparkle_queue_wait_seconds_sum{level="1"})"), 200e-6, 1e-9);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_wait_seconds_count{level="2"})"), 2);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_wait_seconds_bucket{level="2",le="5e-05"})"), 1);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_wait_seconds_bucket{level="2",le="0.0025"})"), 1);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_wait_seconds_bucket{level="2",le="0.005"})"), 2);
+  EXPECT_THAT(text, Not(HasSubstr(R"(sparkle_queue_wait_seconds_count{level="0"})")));
+  EXPECT_THAT(text, HasSubstr("# TYPE sparkle_queue_wait_seconds histogram"));
+  // Scrape time: one series per level of the snapshot.
+  EXPECT_EQ(Value(text, R"(sparkle_queue_level_jobs{level="1"})"), 1);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_level_jobs{level="2"})"), 2);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_level_oldest_wait_seconds{level="1"})"), 0.005);
+  EXPECT_EQ(Value(text, R"(sparkle_queue_level_oldest_wait_seconds{level="2"})"), 2);
+  EXPECT_THAT(text, HasSubstr("# TYPE sparkle_queue_level_jobs gauge"));
 }
 
 TEST(ServerMetricsTest, RejectReasonsFollowTheStatus) {

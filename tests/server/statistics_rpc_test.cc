@@ -2,7 +2,6 @@
 // conv2d model with the daemon's batching options, ModelStatistics counts what was sent, and
 // both agree with /metrics. Also: a metrics port in use is a clear startup error.
 #include <signal.h>
-#include <stdio.h>
 
 #include <memory>
 #include <string>
@@ -15,6 +14,7 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/http_get.h"
+#include "tests/testing/process_util.h"
 #include "tests/testing/shape_table.h"
 
 namespace sparkle {
@@ -23,6 +23,7 @@ namespace {
 using ::sparkle::testing::DaemonProcess;
 using ::sparkle::testing::HttpGet;
 using ::sparkle::testing::MetricValue;
+using ::sparkle::testing::RunCommand;
 using ::testing::HasSubstr;
 
 // A 3x3 convolution of an [n, 4, 8, 8] input with 4 filters, random data.
@@ -43,17 +44,6 @@ inference::ModelInferRequest Request(int64_t n) {
   add("input", {n, 4, 8, 8}, 1);
   add("weight", {4, 4, 3, 3}, 2);
   return r;
-}
-
-// Runs `command` and returns what it printed on stdout.
-std::string Output(const std::string& command) {
-  std::string out;
-  FILE* pipe = popen(command.c_str(), "r");
-  if (pipe == nullptr) return out;
-  char buf[4096];
-  for (size_t got; (got = fread(buf, 1, sizeof(buf), pipe)) > 0;) out.append(buf, got);
-  pclose(pipe);
-  return out;
 }
 
 // "host:port" from the daemon's "metrics on http://host:port/metrics" log line.
@@ -181,13 +171,14 @@ TEST_F(StatisticsRpcTest, ModelStatisticsCountWhatWasSentAndAgreeWithMetrics) {
 
   // sparklectl stats prints the same counts.
   const std::string table =
-      Output(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats"));
+      RunCommand(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats")).output;
   EXPECT_THAT(table,
               HasSubstr(absl::StrCat("model conv2d version 1: 9 ok (", samples,
                                      " samples), 0 failed, ", m.execution_count(), " executions")));
   EXPECT_THAT(table, HasSubstr("compute_infer         9"));
   EXPECT_THAT(
-      Output(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats --json")),
+      RunCommand(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats --json"))
+          .output,
       HasSubstr(absl::StrCat("\"inference_count\": \"", samples, "\"")));
 
   grpc::ClientContext unknown_context;

@@ -3,7 +3,7 @@
 // registry error with its gRPC code, deferred unregister, persistence across a restart, and
 // `sparklectl weights` end to end.
 #include <signal.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -19,26 +19,24 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "sparkle/v1/control.grpc.pb.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/grpc_test_util.h"
 #include "tests/testing/infer_check.h"
+#include "tests/testing/process_util.h"
 #include "tests/testing/shape_table.h"
+#include "tests/testing/wait_for.h"
 
 namespace sparkle {
 namespace {
 
-using ::sparkle::testing::DaemonProcess;
-using ::sparkle::testing::RandomFloats;
-using ::sparkle::testing::RelativeL2Error;
-using ::testing::HasSubstr;
 using inference::ModelInferRequest;
 using inference::ModelInferResponse;
+using ::sparkle::testing::Connect;
+using ::sparkle::testing::DaemonProcess;
+using ::sparkle::testing::RandomFloats;
+using ::sparkle::testing::Shell;
+using ::sparkle::testing::WaitFor;
 using sparkle::v1::Control;
-
-std::shared_ptr<grpc::Channel> Connect(const std::string& address) {
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
-  args.SetMaxSendMessageSize(-1);
-  return grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-}
+using ::testing::HasSubstr;
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
@@ -265,14 +263,14 @@ TEST_F(WeightsProcessTest, RegistrationErrorsHaveTheirCodesAndRegisterNothing) {
          grpc::StatusCode::INVALID_ARGUMENT, "header");
   const std::vector<float> big(30000, 1.0f);  // 120 KB > the 100 KB budget
   expect(Register(*control_, {30000, 1, 1, 1}, big, {}), grpc::StatusCode::RESOURCE_EXHAUSTED,
-         "--weights_budget_bytes");
+         "budget_bytes");
   // Cancelled mid-stream: nothing registered, nothing left reserved.
   Registration cancelled = Register(*control_, shape, layer.weight, layer.bias, 512, "FP32", 0,
                                     0, /*cancel_after=*/2);
   EXPECT_EQ(cancelled.status.error_code(), grpc::StatusCode::CANCELLED);
   sparkle::v1::ListWeightsResponse list = List(*control_);
   EXPECT_EQ(list.weights_size(), 0);
-  for (int i = 0; i < 50 && List(*control_).bytes() != 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  WaitFor([&] { return List(*control_).bytes() == 0; }, absl::Seconds(1), absl::Milliseconds(20));
   EXPECT_EQ(List(*control_).bytes(), 0u);
   // And a good registration still works.
   Registration good = Register(*control_, shape, layer.weight, layer.bias, 512);
@@ -319,14 +317,13 @@ TEST_F(WeightsProcessTest, StalledRegistrationStreamsDoNotHoldTheBudget) {
   auto ctx2 = Context();
   sparkle::v1::RegisterWeightsResponse r2;
   auto stalled = open_stream(22000, 80000, ctx2.get(), &r2);  // declares 88 KB
-  for (int i = 0; i < 100 && List(*control_).bytes() < 80000; ++i) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
+  WaitFor([&] { return List(*control_).bytes() >= 80000; }, absl::Seconds(1),
+          absl::Milliseconds(10));
   const std::vector<float> w30k(7500, 0.5f);
   Registration refused = Register(*control_, {7500, 1, 1, 1}, w30k, {});
   EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
       << refused.status.error_message();
-  EXPECT_THAT(refused.status.error_message(), HasSubstr("--weights_budget_bytes"));
+  EXPECT_THAT(refused.status.error_message(), HasSubstr("budget_bytes"));
   // ...and both idle streams are finished by the daemon after --weights_upload_idle_timeout.
   const absl::Time start = absl::Now();
   const grpc::Status s1 = held->Finish();  // returns when the daemon ends the call
@@ -373,7 +370,7 @@ TEST_F(WeightsProcessTest, RegistrationLargerThanTheMessageLimitWorks) {
 
 TEST_F(WeightsProcessTest, RegistrationsPersistAcrossARestart) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/weights_persist_", getpid());
-  ASSERT_EQ(std::system(absl::StrCat("rm -rf ", dir).c_str()), 0);
+  ASSERT_EQ(Shell(absl::StrCat("rm -rf ", dir)), 0);
   Layer layer(16, 8, 16, 3, 1, /*bias=*/true, 12);
   Start({"--weights_dir=" + dir});
   Registration reg = Register(*control_, layer.WeightShape(), layer.weight, layer.bias, 700);
@@ -395,53 +392,48 @@ TEST_F(WeightsProcessTest, RegistrationsPersistAcrossARestart) {
   ASSERT_EQ(*daemon_->Stop(SIGTERM), 0);
   Start({"--weights_dir=" + dir});
   EXPECT_EQ(List(*control_).weights_size(), 0);
-  std::system(absl::StrCat("rm -rf ", dir).c_str());
-}
-
-int Sh(const std::string& command) {
-  const int rc = std::system(command.c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  Shell(absl::StrCat("rm -rf ", dir));
 }
 
 TEST_F(WeightsProcessTest, SparklectlWeightsCommandsEndToEnd) {
   Start({});
   const std::string dir = absl::StrCat(::testing::TempDir(), "/sparklectl_weights_", getpid());
-  ASSERT_EQ(Sh(absl::StrCat("rm -rf ", dir, " && mkdir -p ", dir)), 0);
+  ASSERT_EQ(Shell(absl::StrCat("rm -rf ", dir, " && mkdir -p ", dir)), 0);
   const std::string ctl = absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " ");
   // Inline once, saving the generated tensors.
-  ASSERT_EQ(Sh(absl::StrCat(ctl, "infer --input_shape=1x16x8x8 --weight_shape=24x16x3x3 ",
-                            "--bias_shape=24 --pad=1 --save_inputs=", dir, " --output=", dir,
-                            "/inline.npy > /dev/null")),
+  ASSERT_EQ(Shell(absl::StrCat(ctl, "infer --input_shape=1x16x8x8 --weight_shape=24x16x3x3 ",
+                               "--bias_shape=24 --pad=1 --save_inputs=", dir, " --output=", dir,
+                               "/inline.npy > /dev/null")),
             0);
-  ASSERT_EQ(Sh(absl::StrCat(ctl, "weights register ", dir, "/weight.npy --bias=", dir,
-                            "/bias.npy --label=layer1 > ", dir, "/register.txt")),
+  ASSERT_EQ(Shell(absl::StrCat(ctl, "weights register ", dir, "/weight.npy --bias=", dir,
+                               "/bias.npy --label=layer1 > ", dir, "/register.txt")),
             0);
-  ASSERT_EQ(Sh(absl::StrCat(ctl, "weights list --json > ", dir, "/list.json")), 0);
+  ASSERT_EQ(Shell(absl::StrCat(ctl, "weights list --json > ", dir, "/list.json")), 0);
   sparkle::v1::ListWeightsResponse list = List(*control_);
   ASSERT_EQ(list.weights_size(), 1);
   const std::string id = list.weights(0).weight_id();
   EXPECT_EQ(list.weights(0).label(), "layer1");
-  EXPECT_EQ(Sh(absl::StrCat("grep -q ", id, " ", dir, "/list.json")), 0);
-  EXPECT_EQ(Sh(absl::StrCat("grep -q ", id, " ", dir, "/register.txt")), 0);
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "weights list | grep -q layer1")), 0);
+  EXPECT_EQ(Shell(absl::StrCat("grep -q ", id, " ", dir, "/list.json")), 0);
+  EXPECT_EQ(Shell(absl::StrCat("grep -q ", id, " ", dir, "/register.txt")), 0);
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "weights list | grep -q layer1")), 0);
   // By id: the very same bytes come out.
-  ASSERT_EQ(Sh(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight_id=", id,
-                            " --pad=1 --output=", dir, "/by_id.npy > /dev/null")),
+  ASSERT_EQ(Shell(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight_id=", id,
+                               " --pad=1 --output=", dir, "/by_id.npy > /dev/null")),
             0);
-  EXPECT_EQ(Sh(absl::StrCat("cmp -s ", dir, "/inline.npy ", dir, "/by_id.npy")), 0);
+  EXPECT_EQ(Shell(absl::StrCat("cmp -s ", dir, "/inline.npy ", dir, "/by_id.npy")), 0);
   // Exit codes: unknown id 1 (server), --weight with --weight_id 2 (usage), bad subcommand 2.
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight_id=sha256:00 ",
-                            "--pad=1 2>/dev/null")),
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight_id=sha256:00 ",
+                               "--pad=1 2>/dev/null")),
             1);
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight=", dir,
-                            "/weight.npy --weight_id=", id, " 2>/dev/null")),
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "infer --input=", dir, "/input.npy --weight=", dir,
+                               "/weight.npy --weight_id=", id, " 2>/dev/null")),
             2);
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "weights frob 2>/dev/null")), 2);
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "weights register ", dir, "/missing.npy 2>/dev/null")), 2);
-  ASSERT_EQ(Sh(absl::StrCat(ctl, "weights rm ", id, " > /dev/null")), 0);
-  EXPECT_EQ(Sh(absl::StrCat(ctl, "weights rm ", id, " 2>/dev/null")), 1);
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "weights frob 2>/dev/null")), 2);
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "weights register ", dir, "/missing.npy 2>/dev/null")), 2);
+  ASSERT_EQ(Shell(absl::StrCat(ctl, "weights rm ", id, " > /dev/null")), 0);
+  EXPECT_EQ(Shell(absl::StrCat(ctl, "weights rm ", id, " 2>/dev/null")), 1);
   EXPECT_EQ(List(*control_).weights_size(), 0);
-  Sh(absl::StrCat("rm -rf ", dir));
+  Shell(absl::StrCat("rm -rf ", dir));
 }
 
 }  // namespace

@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
     int wstatus;
     if (waitpid(pid, &wstatus, WNOHANG) == pid) {
       d->exited_ = true;
-      return absl::InternalError(absl::StrCat("sparkled exited before listening:\n", log));
+      // Read again: the last lines may have been written after `log` was read.
+      return absl::InternalError(absl::StrCat("sparkled exited before listening:\n", d->Log()));
     }
     absl::SleepFor(absl::Milliseconds(10));
   }

@@ -39,12 +39,17 @@ absl::Status FakeGpuDevice::Supports(const Conv2dParams& p) const {
   return absl::OkStatus();
 }
 
-absl::Status FakeGpuDevice::Submit(GpuWork work, GpuDone done) {
+absl::Status FakeGpuDevice::Submit(GpuWork&& work, GpuDone&& done) {
   if (absl::Status s = Supports(work.params); !s.ok()) return s;
-  const int64_t io = (work.params.input_elements() + work.params.output_elements()) * 4;
+  if (work.pin_weights && work.weight_id.kind != WeightId::Kind::kRegistered) {
+    return absl::InvalidArgumentError("pin_weights needs a registered weight_id");
+  }
+  Conv2dParams one = work.params;
+  one.n = 1;
+  const int64_t io = (one.input_elements() + one.output_elements()) * 4;
   if (io > options_.slot_bytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("work needs ", io, " staging bytes, a slot has ", options_.slot_bytes));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "one image needs ", io, " staging bytes, a slot has ", options_.slot_bytes));
   }
   absl::MutexLock lock(&mu_);
   auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -54,8 +59,37 @@ absl::Status FakeGpuDevice::Submit(GpuWork work, GpuDone done) {
   if (!healthy_) return absl::UnavailableError(absl::StrCat(options_.name, ": ", reason_));
   in_flight_++;
   max_in_flight_ = std::max(max_in_flight_, in_flight_);
-  queue_.push_back(Pending{std::move(work), std::move(done), accepted_++});
+  bool upload = true;
+  const WeightId id = work.weight_id;
+  if (!id.empty()) {
+    const bool pinned = std::find(pinned_.begin(), pinned_.end(), id) != pinned_.end();
+    upload = !pinned;
+    auto it = std::find(lru_.begin(), lru_.end(), id);
+    if (it != lru_.end()) {
+      upload = false;
+      lru_.erase(it);
+    }
+    if (work.pin_weights && !pinned) {
+      pinned_.push_back(id);
+    } else if (!work.pin_weights && !pinned) {
+      lru_.push_front(id);
+      while (static_cast<int>(lru_.size()) > options_.weight_cache_entries) lru_.pop_back();
+    }
+  }
+  if (upload) weight_uploads_++;
+  queue_.push_back(Pending{std::move(work), std::move(done), accepted_++, upload});
   return absl::OkStatus();
+}
+
+bool FakeGpuDevice::WeightsResident(const WeightId& id) const {
+  absl::MutexLock lock(&mu_);
+  return !id.empty() && (std::find(pinned_.begin(), pinned_.end(), id) != pinned_.end() ||
+                         std::find(lru_.begin(), lru_.end(), id) != lru_.end());
+}
+
+void FakeGpuDevice::ReleaseWeights(const WeightId& id) {
+  absl::MutexLock lock(&mu_);
+  pinned_.erase(std::remove(pinned_.begin(), pinned_.end(), id), pinned_.end());
 }
 
 void FakeGpuDevice::Loop() {
@@ -89,7 +123,8 @@ void FakeGpuDevice::Run(Pending& p) {
   GpuTimings t;
   if (!fail) {
     const absl::Time start = absl::Now();
-    const double weight_bytes = (params.weight_elements() + params.bias_elements()) * 4.0;
+    const double weight_bytes =
+        p.upload_weights ? (params.weight_elements() + params.bias_elements()) * 4.0 : 0.0;
     const double gbps = options_.transfer_gbps * 1e9;
     const double h2d =
         options_.launch_overhead_s + (params.input_elements() * 4.0 + weight_bytes) / gbps;
@@ -176,6 +211,10 @@ int64_t FakeGpuDevice::works_failed() const {
 int64_t FakeGpuDevice::parts_done() const {
   absl::MutexLock lock(&mu_);
   return parts_done_;
+}
+int64_t FakeGpuDevice::weight_uploads() const {
+  absl::MutexLock lock(&mu_);
+  return weight_uploads_;
 }
 int FakeGpuDevice::max_in_flight() const {
   absl::MutexLock lock(&mu_);

@@ -6,7 +6,12 @@
 // from a model, not from the wall clock:
 //   h2d = launch_overhead + h2d_bytes / transfer_gbps,  compute = flops / gflops,
 //   d2h = output_bytes / transfer_gbps
-// so that the router's estimator learns exactly the configured rates. With sleep = true the
+// (h2d_bytes counts the weights only when they were not resident at Submit) so that the
+// router's estimator learns exactly the configured rates. Resident weights follow the
+// GpuDevice contract simply: a non-empty weight_id is resident from its first accepted work on
+// (an LRU of weight_cache_entries ids; pinned ids stay outside it until ReleaseWeights, which
+// here drops them at once). A work larger than slot_bytes is run whole (as if in pieces): only
+// one image larger than a slot is RESOURCE_EXHAUSTED. With sleep = true the
 // worker also waits that long (a GPU that takes real time, for benchmarks) on a timeline of
 // its own, so that sleeps overshooting on a loaded machine do not add up. Faults and delays
 // are injectable; everything is thread-safe.
@@ -15,9 +20,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <list>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/mutex.h"
 #include "engine/hip/gpu_device.h"
@@ -34,7 +41,8 @@ class FakeGpuDevice final : public GpuDevice {
     double launch_overhead_s = 20e-6;
     bool compute = true;           // write the real result (Conv2dRef)
     bool sleep = false;            // also take the modelled time, in real time
-    int64_t slot_bytes = int64_t{256} << 20;  // input + output bytes of one work, at most
+    int64_t slot_bytes = int64_t{256} << 20;  // input + output bytes of one image, at most
+    int weight_cache_entries = 16;            // unpinned resident weight ids kept (LRU)
     // Geometries it refuses (UNIMPLEMENTED); null = supports everything.
     std::function<bool(const Conv2dParams&)> unsupported;
   };
@@ -44,7 +52,9 @@ class FakeGpuDevice final : public GpuDevice {
 
   GpuDeviceInfo Info() const override;
   absl::Status Supports(const Conv2dParams& p) const override;
-  absl::Status Submit(GpuWork work, GpuDone done) override;
+  absl::Status Submit(GpuWork&& work, GpuDone&& done) override;
+  bool WeightsResident(const WeightId& id) const override;
+  void ReleaseWeights(const WeightId& id) override;
   void Flush() override;
   bool healthy() const override;
   std::string unhealthy_reason() const override;
@@ -62,12 +72,14 @@ class FakeGpuDevice final : public GpuDevice {
   int64_t works_failed() const;
   int64_t parts_done() const;   // parts of OK works
   int max_in_flight() const;    // the most works ever accepted and unfinished at once
+  int64_t weight_uploads() const;  // accepted works whose weights were not resident
 
  private:
   struct Pending {
     GpuWork work;
     GpuDone done;
     int64_t number = 0;
+    bool upload_weights = true;  // the weights were not resident at Submit
   };
   void Loop();
   void Run(Pending& p);
@@ -86,6 +98,9 @@ class FakeGpuDevice final : public GpuDevice {
   int64_t works_done_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t works_failed_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t parts_done_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t weight_uploads_ ABSL_GUARDED_BY(mu_) = 0;
+  std::list<WeightId> lru_ ABSL_GUARDED_BY(mu_);  // unpinned resident ids, most recent first
+  std::vector<WeightId> pinned_ ABSL_GUARDED_BY(mu_);  // few: registered weights
   absl::Time timeline_ = absl::InfinitePast();  // modelled end of the last work (worker only)
   std::thread thread_;
 };

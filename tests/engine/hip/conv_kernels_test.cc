@@ -247,11 +247,18 @@ TEST_F(ConvKernelsTest, TheTunedChoiceMatchesTheReference) {
     ConvKernels kernels(0, "test-device", "");
     kernels.set_tuning_runs(1);
     EXPECT_EQ(kernels.Chosen(p), "");
+    // The first launch runs the default implementation at once; tuning runs on its own thread.
+    const std::string default_impl = kernels.Selected(p);
+    ASSERT_NE(default_impl, "");
     double error;
     ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p, &error));
-    EXPECT_LT(error, kMaxRelativeError) << "tuned: " << kernels.Chosen(p);
+    EXPECT_LT(error, kMaxRelativeError) << "default: " << default_impl;
+    kernels.WaitForTuning();
     ASSERT_NE(kernels.Chosen(p), "");
+    EXPECT_EQ(kernels.Selected(p), kernels.Chosen(p));
     EXPECT_EQ(kernels.ImplementationSupports(kernels.Chosen(p), p), "");
+    ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p, &error));
+    EXPECT_LT(error, kMaxRelativeError) << "tuned: " << kernels.Chosen(p);
     ++checked;
   }
   EXPECT_EQ(checked, static_cast<int>(names.size()));
@@ -304,6 +311,7 @@ TEST_F(ConvKernelsTest, ConcurrentLaunchesShareOneCache) {
   std::thread b(worker, static_cast<int>(shapes.size() / 2), &errors_b);
   a.join();
   b.join();
+  kernels.WaitForTuning();
   ASSERT_EQ(errors_a.size(), shapes.size());
   ASSERT_EQ(errors_b.size(), shapes.size());
   for (size_t i = 0; i < shapes.size(); ++i) {
@@ -415,14 +423,16 @@ TEST_F(ConvKernelsCacheTest, TheChoiceIsWrittenAndReloadedByANewInstance) {
     double error;
     ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
     EXPECT_LT(error, kMaxRelativeError);
+    kernels.WaitForTuning();
+    EXPECT_EQ(kernels.tunings(), 1);
     chosen = kernels.Chosen(p_);
     ASSERT_NE(chosen, "");
     EXPECT_EQ(kernels.ImplementationSupports(chosen, p_), "");
   }
   const std::string text = FileText();
-  EXPECT_EQ(text.rfind("sparkle-conv-tuning 1\ndevice test device\n" + chosen + "\t", 0), 0u)
+  EXPECT_EQ(text.rfind("sparkle-conv-tuning 2\ndevice test device\n" + chosen + "\t", 0), 0u)
       << text;
-  EXPECT_NE(text.find("\t" + p_.ToString() + "\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("\t" + TuningCache::ShapeKey(p_) + "\n"), std::string::npos) << text;
 
   ConvKernels reloaded(0, kDevice, dir_.string());
   EXPECT_TRUE(reloaded.tuning_cache().load_status().ok());
@@ -437,6 +447,8 @@ TEST_F(ConvKernelsCacheTest, TheChoiceIsWrittenAndReloadedByANewInstance) {
   // One launch: the reloaded choice was used, nothing was tuned again.
   EXPECT_EQ(hipemu::GetCounters(0).kernel_launches - launches_before, 1);
 #endif
+  reloaded.WaitForTuning();
+  EXPECT_EQ(reloaded.tunings(), 0);
 
   // Another device model does not see this device's choices.
   ConvKernels other(0, "another device", dir_.string());
@@ -453,6 +465,7 @@ TEST_F(ConvKernelsCacheTest, ACorruptFileIsIgnoredAndReplaced) {
   double error;
   ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
   EXPECT_LT(error, kMaxRelativeError);
+  kernels.WaitForTuning();
   ASSERT_NE(kernels.Chosen(p_), "");
 
   ConvKernels reloaded(0, kDevice, dir_.string());
@@ -463,15 +476,39 @@ TEST_F(ConvKernelsCacheTest, ACorruptFileIsIgnoredAndReplaced) {
 TEST_F(ConvKernelsCacheTest, AnEntryNamingAnUnknownImplementationIsTunedAgain) {
   fs::create_directories(dir_);
   std::ofstream(dir_ / TuningCache::FileName(kDevice))
-      << "sparkle-conv-tuning 1\ndevice " << kDevice << "\nkernel_of_another_build\t1\t"
-      << p_.ToString() << "\n";
+      << "sparkle-conv-tuning 2\ndevice " << kDevice << "\nkernel_of_another_build\t1\t"
+      << TuningCache::ShapeKey(p_) << "\n";
   ConvKernels kernels(0, kDevice, dir_.string());
   kernels.set_tuning_runs(1);
   EXPECT_EQ(kernels.Chosen(p_), "kernel_of_another_build");
   double error;
   ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p_, &error));
   EXPECT_LT(error, kMaxRelativeError);
+  kernels.WaitForTuning();
+  EXPECT_EQ(kernels.tunings(), 1);
   EXPECT_EQ(kernels.ImplementationSupports(kernels.Chosen(p_), p_), "");
+}
+
+// Two batch sizes of one N bucket share one tuning; the next bucket tunes again. Launches never
+// wait for tuning: every result is right, from the default or the tuned implementation.
+TEST_F(ConvKernelsCacheTest, OneTuningPerNBucket) {
+  ConvKernels kernels(0, kDevice, dir_.string());
+  kernels.set_tuning_runs(1);
+  for (int64_t n : {3, 4, 3, 5, 8}) {
+    Conv2dParams p = p_;
+    p.n = n;
+    double error;
+    ASSERT_NO_FATAL_FAILURE(RunAndCompare(kernels, p, &error));
+    EXPECT_LT(error, kMaxRelativeError) << "n " << n << " ran " << kernels.Selected(p);
+    kernels.WaitForTuning();
+  }
+  EXPECT_EQ(kernels.tunings(), 2);  // buckets 4 and 8
+  Conv2dParams three = p_, four = p_;
+  three.n = 3;
+  four.n = 4;
+  EXPECT_NE(kernels.Chosen(three), "");
+  EXPECT_EQ(kernels.Chosen(three), kernels.Chosen(four));
+  EXPECT_EQ(kernels.tuning_cache().size(), 2u);
 }
 
 }  // namespace

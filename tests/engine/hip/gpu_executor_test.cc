@@ -58,7 +58,11 @@ struct TestBatch {
     if (params.has_bias) bias = RandomFloats(params.k, seed + 2000);
   }
 
-  GpuWork Work(uint64_t weight_key = 0) {
+  // key 0: no weight id; otherwise a content id made of the key.
+  GpuWork Work(uint64_t key = 0) {
+    return Work(key == 0 ? WeightId{} : WeightId::Content(0, key), /*pin=*/false);
+  }
+  GpuWork Work(const WeightId& id, bool pin) {
     GpuWork w;
     w.params = params;
     for (size_t i = 0; i < part_n.size(); ++i) {
@@ -66,7 +70,8 @@ struct TestBatch {
     }
     w.weight = weight.data();
     w.bias = params.has_bias ? bias.data() : nullptr;
-    w.weight_key = weight_key;
+    w.weight_id = id;
+    w.pin_weights = pin;
     return w;
   }
 
@@ -372,6 +377,7 @@ TEST_F(GpuExecutorTest, ResidentWeightsAreUploadedOncePerKey) {
   TestBatch warm(p, {1}, 5);
   ASSERT_TRUE(ex->Submit(warm.Work(), [](const absl::Status&, const GpuTimings&) {}).ok());
   ex->Flush();  // the first use of the shape tunes the kernels; not counted below
+  ex->WaitForTuning();
 #ifdef SPARKLE_GPU_EMU
   const hipemu::Counters before = hipemu::GetCounters(0);
 #endif
@@ -460,24 +466,35 @@ TEST_F(GpuExecutorTest, WeightsLargerThanTheCacheTravelInTheSlot) {
   EXPECT_EQ(ex->Stats().weights_in_slot, 1);
 }
 
-TEST_F(GpuExecutorTest, BatchLargerThanASlotIsResourceExhausted) {
+// One image larger than a slot can never run: RESOURCE_EXHAUSTED, done not run and still the
+// caller's, the work untouched (it can be submitted elsewhere), the device keeps serving.
+TEST_F(GpuExecutorTest, ImageLargerThanASlotIsResourceExhaustedAndStaysWithTheCaller) {
   GpuOptions o = SmallOptions();
   o.slot_bytes = 1 * kMiB;
   std::unique_ptr<GpuExecutor> ex = Open(o);
   ASSERT_NE(ex, nullptr);
   Conv2dParams p = SmallConv();
   p.c = 16;
-  p.h = p.w = 64;  // 256 KiB of input per image
-  TestBatch b(p, {3, 2}, 1);  // 1.25 MiB of input alone
+  p.h = p.w = 128;  // 1 MiB of input per image
+  TestBatch b(p, {2, 1}, 1);
+  GpuWork work = b.Work(/*key=*/3);
   bool called = false;
-  absl::Status st = ex->Submit(b.Work(), [&](const absl::Status&, const GpuTimings&) {
-    called = true;
-  });
+  GpuDone done = [&](const absl::Status&, const GpuTimings&) { called = true; };
+  absl::Status st = ex->Submit(std::move(work), std::move(done));
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_THAT(st.message(), HasSubstr("one image"));
   EXPECT_THAT(st.message(), HasSubstr("slot_bytes"));
   ex->Flush();
   EXPECT_FALSE(called);
+  // Both are still the caller's (not moved from).
+  ASSERT_EQ(work.parts.size(), 2u);
+  EXPECT_EQ(work.parts[0].input, b.inputs[0].data());
+  EXPECT_EQ(work.weight_id, WeightId::Content(0, 3));
+  ASSERT_TRUE(static_cast<bool>(done));
+  std::move(done)(absl::OkStatus(), GpuTimings{});
+  EXPECT_TRUE(called);
   EXPECT_TRUE(ex->healthy());
+  EXPECT_EQ(ex->Stats().accepted, 0);
   // The device keeps serving.
   TestBatch small(SmallConv(), {1}, 2);
   absl::Status result = absl::UnknownError("not called");
@@ -487,6 +504,225 @@ TEST_F(GpuExecutorTest, BatchLargerThanASlotIsResourceExhausted) {
   ex->Flush();
   EXPECT_TRUE(result.ok()) << result;
   EXPECT_EQ(ex->Stats().busy_slots, 0);
+}
+
+// Refused for other reasons (invalid, unsupported, pinning an unregistered id): same ownership.
+TEST_F(GpuExecutorTest, RefusedWorkKeepsItsDoneCallable) {
+  std::unique_ptr<GpuExecutor> ex = Open();
+  ASSERT_NE(ex, nullptr);
+  TestBatch b(SmallConv(), {1, 2}, 1);
+  int calls = 0;
+  GpuDone done = [&](const absl::Status&, const GpuTimings&) { ++calls; };
+  GpuWork invalid = b.Work();
+  invalid.params.n = 5;  // parts hold 3
+  EXPECT_EQ(ex->Submit(std::move(invalid), std::move(done)).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(invalid.parts.size(), 2u);
+  GpuWork pin_content = b.Work(WeightId::Content(1, 2), /*pin=*/true);
+  const absl::Status st = ex->Submit(std::move(pin_content), std::move(done));
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_THAT(st.message(), HasSubstr("pin_weights"));
+  EXPECT_EQ(pin_content.parts.size(), 2u);
+  ex->Flush();
+  EXPECT_EQ(calls, 0);
+  ASSERT_TRUE(static_cast<bool>(done));
+  // Submitted for real afterwards, with the same work and done.
+  ASSERT_TRUE(ex->Submit(b.Work(), std::move(done)).ok());
+  ex->Flush();
+  EXPECT_EQ(calls, 1);
+  EXPECT_LT(b.MaxError(), 1e-5);
+}
+
+// A work larger than one slot runs in pieces along N (cutting through parts), with one done,
+// right results against Conv2dRef, with weights in the slot and resident.
+TEST_F(GpuExecutorTest, WorkLargerThanASlotIsSplitAlongN) {
+  GpuOptions o = SmallOptions();
+  o.slot_bytes = 1 * kMiB;
+  std::unique_ptr<GpuExecutor> ex = Open(o);
+  ASSERT_NE(ex, nullptr);
+  Conv2dParams p = SmallConv();
+  p.c = 16;
+  p.h = p.w = 64;  // 256 KiB of input per image: three images per slot
+  p.stride_h = p.stride_w = 4;  // few output pixels: the emulator computes slowly
+  p.k = 2;
+  int id = 0;
+  for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+    for (bool resident : {false, true}) {
+      p.layout = layout;
+      const uint64_t key = resident ? 21 + id : 0;  // equal ids must be equal weights
+      TestBatch b(p, {2, 5, 1, 3}, 50 + id++);  // 11 images, 2.75 MiB of input
+      const GpuExecutorStats before = ex->Stats();
+      int calls = 0;
+      absl::Status result = absl::UnknownError("done not called");
+      GpuTimings timings;
+      ASSERT_TRUE(ex->Submit(b.Work(key), [&](const absl::Status& st, const GpuTimings& t) {
+                      ++calls;
+                      result = st;
+                      timings = t;
+                    }).ok());
+      ex->Flush();
+      EXPECT_EQ(calls, 1);
+      ASSERT_TRUE(result.ok()) << result;
+      EXPECT_LT(b.MaxError(), 1e-5) << p.ToString() << " key " << key;
+      const GpuExecutorStats after = ex->Stats();
+      EXPECT_EQ(after.accepted - before.accepted, 1);
+      EXPECT_GE(after.pieces - before.pieces, 4);  // ceil(11 / 3)
+      EXPECT_LE(timings.h2d_end, timings.compute_start);
+      EXPECT_LE(timings.compute_start, timings.compute_end);
+      EXPECT_LE(timings.compute_end, timings.d2h_end);
+    }
+  }
+  EXPECT_EQ(ex->Stats().weight_uploads, 2);  // each resident key once, by its first piece
+  EXPECT_EQ(ex->Stats().busy_slots, 0);
+}
+
+// WeightsResident answers from the executor's own map: after acceptance, until eviction.
+TEST_F(GpuExecutorTest, WeightsResidentFollowsTheResidentMap) {
+  Conv2dParams p = SmallConv();
+  GpuOptions o = SmallOptions();
+  const int64_t entry = ((p.weight_elements() * 4 + 255) / 256) * 256 + p.k * 4;
+  o.weight_cache_bytes = entry;  // room for one id
+  std::unique_ptr<GpuExecutor> ex = Open(o);
+  ASSERT_NE(ex, nullptr);
+  const WeightId a = WeightId::Content(0, 1), b = WeightId::Content(0, 2);
+  EXPECT_FALSE(ex->WeightsResident(a));
+  EXPECT_FALSE(ex->WeightsResident(WeightId{}));
+  TestBatch ba(p, {1}, 3), bb(p, {1}, 4);
+  ASSERT_TRUE(ex->Submit(ba.Work(a, false), [](const absl::Status&, const GpuTimings&) {}).ok());
+  EXPECT_TRUE(ex->WeightsResident(a));  // accepted: no later work uploads it
+  ex->Flush();
+  EXPECT_TRUE(ex->WeightsResident(a));
+  ASSERT_TRUE(ex->Submit(bb.Work(b, false), [](const absl::Status&, const GpuTimings&) {}).ok());
+  ex->Flush();
+  EXPECT_TRUE(ex->WeightsResident(b));
+  EXPECT_FALSE(ex->WeightsResident(a));  // evicted for b
+  EXPECT_EQ(ex->Stats().weight_evictions, 1);
+  EXPECT_LT(ba.MaxError(), 1e-5);
+  EXPECT_LT(bb.MaxError(), 1e-5);
+  ex->ReleaseWeights(b);  // not pinned: a no-op
+  EXPECT_TRUE(ex->WeightsResident(b));
+}
+
+// Pinned weights stay out of the LRU: never evicted under pressure, not counted in its budget,
+// until ReleaseWeights frees them.
+TEST_F(GpuExecutorTest, PinnedWeightsSurviveLruPressureUntilReleased) {
+  Conv2dParams p = SmallConv();
+  GpuOptions o = SmallOptions();
+  const int64_t entry = ((p.weight_elements() * 4 + 255) / 256) * 256 + p.k * 4;
+  o.weight_cache_bytes = entry;  // room for one unpinned id
+  std::unique_ptr<GpuExecutor> ex = Open(o);
+  ASSERT_NE(ex, nullptr);
+  const WeightId reg = WeightId::Registered(42);
+  TestBatch pinned(p, {2}, 7);
+  auto run = [&](TestBatch& b, const WeightId& id, bool pin) {
+    std::fill(b.outputs[0].begin(), b.outputs[0].end(), -7.0f);
+    absl::Status result = absl::UnknownError("not called");
+    ASSERT_TRUE(ex->Submit(b.Work(id, pin), [&](const absl::Status& s, const GpuTimings&) {
+                    result = s;
+                  }).ok());
+    ex->Flush();
+    EXPECT_TRUE(result.ok()) << result;
+    EXPECT_LT(b.MaxError(), 1e-5) << id.ToString();
+  };
+  run(pinned, reg, true);
+  EXPECT_EQ(ex->Stats().pinned_weight_bytes, entry);
+  EXPECT_EQ(ex->Stats().resident_weight_bytes, 0);
+  std::vector<std::unique_ptr<TestBatch>> others;
+  for (uint64_t k = 1; k <= 4; ++k) {
+    others.push_back(std::make_unique<TestBatch>(p, std::vector<int64_t>{1}, 60 + k));
+    run(*others.back(), WeightId::Content(0, k), false);
+    EXPECT_TRUE(ex->WeightsResident(reg)) << k;
+  }
+  GpuExecutorStats s = ex->Stats();
+  EXPECT_EQ(s.weight_evictions, 3);  // the unpinned ids pushed each other out
+  EXPECT_EQ(s.resident_weight_bytes, entry);
+  EXPECT_EQ(s.pinned_weight_bytes, entry);
+  // Used again (unpinned use of a pinned id): still resident, no upload.
+  const int64_t uploads = s.weight_uploads;
+  run(pinned, reg, false);
+  EXPECT_EQ(ex->Stats().weight_uploads, uploads);
+  const int64_t used = ex->Info().memory_used_bytes;
+  ex->ReleaseWeights(reg);
+  EXPECT_FALSE(ex->WeightsResident(reg));
+  s = ex->Stats();
+  EXPECT_EQ(s.pinned_weight_bytes, 0);
+  EXPECT_EQ(s.pinned_releases, 1);
+  EXPECT_EQ(ex->Info().memory_used_bytes, used - entry);
+  ex->ReleaseWeights(reg);  // twice: a no-op
+  EXPECT_EQ(ex->Stats().pinned_releases, 1);
+  run(pinned, reg, true);  // pinned again: uploaded again
+  EXPECT_EQ(ex->Stats().weight_uploads, uploads + 1);
+}
+
+// ReleaseWeights while accepted work still uses the entry: freed only after that work's done,
+// and the work computes with the right weights.
+TEST_F(GpuExecutorTest, ReleaseWhileInUseFreesAfterTheLastWork) {
+  std::unique_ptr<GpuExecutor> ex = Open();
+  ASSERT_NE(ex, nullptr);
+  Conv2dParams p = SmallConv();
+  const WeightId reg = WeightId::Registered(8);
+  TestBatch warm(p, {1}, 1);
+  ASSERT_TRUE(ex->Submit(warm.Work(), [](const absl::Status&, const GpuTimings&) {}).ok());
+  ex->Flush();
+  ex->WaitForTuning();
+  absl::Notification release;
+  std::vector<std::unique_ptr<TestBatch>> batches;
+  DoneLog log(2);
+  for (int i = 0; i < 2; ++i) {
+    batches.push_back(std::make_unique<TestBatch>(p, std::vector<int64_t>{1 + i}, 30 + i));
+  }
+  batches[1]->weight = batches[0]->weight;  // one id, one set of weights
+  batches[1]->bias = batches[0]->bias;
+  // The first done waits: the second work stays accepted (and using the entry) meanwhile.
+  ASSERT_TRUE(ex->Submit(batches[0]->Work(reg, true),
+                         [&](const absl::Status& st, const GpuTimings&) {
+                           release.WaitForNotification();
+                           EXPECT_TRUE(st.ok()) << st;
+                         })
+                  .ok());
+  ASSERT_TRUE(ex->Submit(batches[1]->Work(reg, true), log.Done(1)).ok());
+  ex->ReleaseWeights(reg);
+  EXPECT_FALSE(ex->WeightsResident(reg));  // going away: new work would upload it again
+  EXPECT_EQ(ex->Stats().pinned_releases, 0);  // in use: not freed yet
+  EXPECT_EQ(ex->Stats().pinned_weight_bytes, 0);
+  release.Notify();
+  ex->Flush();
+  EXPECT_EQ(ex->Stats().pinned_releases, 1);
+  EXPECT_TRUE(log.statuses[1].ok()) << log.statuses[1];
+  EXPECT_LT(batches[0]->MaxError(), 1e-5);
+  EXPECT_LT(batches[1]->MaxError(), 1e-5);
+}
+
+// Tuning is keyed by N bucket and runs off the staging thread: the first batch of a bucket runs
+// at once (default kernel, right result), a second N in the same bucket does not tune again.
+TEST_F(GpuExecutorTest, TuningIsPerNBucketAndOffTheStagingThread) {
+  std::unique_ptr<GpuExecutor> ex = Open();
+  ASSERT_NE(ex, nullptr);
+  Conv2dParams p = SmallConv();
+  auto run = [&](int64_t n, uint32_t seed) {
+    TestBatch b(p, {n}, seed);
+    absl::Status result = absl::UnknownError("not called");
+    ASSERT_TRUE(ex->Submit(b.Work(), [&](const absl::Status& s, const GpuTimings&) {
+                    result = s;
+                  }).ok());
+    ex->Flush();
+    EXPECT_TRUE(result.ok()) << result;
+    EXPECT_LT(b.MaxError(), 1e-5) << "n " << n;
+  };
+  EXPECT_EQ(ex->Stats().tunings, 0);
+  run(3, 1);  // bucket 4
+  ex->WaitForTuning();
+  EXPECT_EQ(ex->Stats().tunings, 1);
+  run(4, 2);  // bucket 4 again
+  run(3, 3);
+  ex->WaitForTuning();
+  EXPECT_EQ(ex->Stats().tunings, 1);
+  run(5, 4);  // bucket 8
+  ex->WaitForTuning();
+  EXPECT_EQ(ex->Stats().tunings, 2);
+  run(8, 5);
+  ex->WaitForTuning();
+  EXPECT_EQ(ex->Stats().tunings, 2);
 }
 
 #ifdef SPARKLE_GPU_EMU  // needs a tiny device and fault injection
@@ -525,9 +761,11 @@ TEST_F(GpuExecutorTest, DeviceFaultFailsQueuedWorkAndLatchesUnhealthy) {
   for (int i = 0; i < 4; ++i) {
     batches.push_back(std::make_unique<TestBatch>(SmallConv(), std::vector<int64_t>{1}, i));
   }
-  // Warm up: the first use of the shape tunes (several launches); afterwards one launch per work.
+  // Warm up: the first use of the shape tunes (several launches on the tuning thread);
+  // afterwards one launch per work.
   ASSERT_TRUE(ex->Submit(batches[0]->Work(), [](const absl::Status&, const GpuTimings&) {}).ok());
   ex->Flush();
+  ex->WaitForTuning();
   ASSERT_TRUE(ex->healthy());
   hipemu::SetLaunchDelay(0, std::chrono::milliseconds(50));
   hipemu::InjectLaunchFault(0, 1, hipErrorIllegalAddress);

