@@ -7,12 +7,14 @@
 # and prints each run's polite p50 / p99 ratios (alongside / alone), their min / median / max,
 # and whether the median meets the bar. Run by hand, from the repository root:
 #   bench/fairness_bench.sh                     # build/server/sparkled, build/client/sparklectl
+#   CLASS (env, default tiny): the shape class (sparklectl bench --shape_class).
 #   SPARKLED=build-x/server/sparkled SPARKLECTL=build-x/client/sparklectl RUNS=5 \
 #     DURATION=10s DAEMON_FLAGS="--priority_aging=0" bench/fairness_bench.sh
 set -euo pipefail
 sparkled=${SPARKLED:-build/server/sparkled}
 sparklectl=${SPARKLECTL:-build/client/sparklectl}
 runs=${RUNS:-3}
+class=${CLASS:-tiny}  # the shape class both clients send
 duration=${DURATION:-5s}
 port=${PORT:-18441}
 target=127.0.0.1:$port
@@ -33,15 +35,15 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 "$sparklectl" --target="$target" --timeout=1s health >/dev/null
-echo "sparkled: $sparkled ${DAEMON_FLAGS:-}; $runs runs of $duration (+1s warm-up), greedy at 64, polite at 1"
+echo "sparkled: $sparkled ${DAEMON_FLAGS:-}; $runs runs of $duration (+1s warm-up), class $class, greedy at 64, polite at 1"
 p50s=()
 p99s=()
 for run in $(seq "$runs"); do
   out=$("$sparklectl" --target="$target" --token_file="$dir/greedy.token" bench \
-    --shape_class=tiny --concurrency=64 --duration="$duration" --warmup=1s \
+    --shape_class="$class" --concurrency=64 --duration="$duration" --warmup=1s \
     --second_token_file="$dir/polite.token" --second_concurrency=1)
   line=$(grep '^fairness ' <<<"$out")
-  main=$(grep '^tiny ' <<<"$out")
+  main=$(grep "^$class " <<<"$out")
   echo "run $run: $line"
   echo "        greedy: $main"
   # "... p50 A -> B ms (xR50), p99 C -> D ms (xR99)"

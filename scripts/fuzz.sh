@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets (tests/fuzz/, a separate clang build in build-fuzz) and, for each:
 #   1. runs its committed corpus (tests/fuzz/corpus/<target>/, crash-* regressions included) once;
-#   2. fuzzes it for FUZZ_SECONDS (default 30) from a copy of that corpus in build-fuzz, so the
+#   2. fuzzes it for FUZZ_SECONDS (default 20) from a copy of that corpus in build-fuzz, so the
 #      committed one is never modified.
 # Any crash, leak, UB report or invariant failure fails the target; the input that did it is
 # saved under build-fuzz/fuzz/<target>/artifacts/ and its path printed. Ends with the line
@@ -10,14 +10,14 @@
 #
 # Usage: scripts/fuzz.sh [target ...]      (default: every target)
 #        scripts/fuzz.sh --seeds           (rewrites the generated seeds in tests/fuzz/corpus)
-# Environment: FUZZ_SECONDS (per target, default 30), FUZZ_BUILD_DIR (default build-fuzz),
+# Environment: FUZZ_SECONDS (per target, default 20), FUZZ_BUILD_DIR (default build-fuzz),
 #              FUZZ_BUILD_JOBS (default 2).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
 ALL_TARGETS=(request_parser_fuzz weight_upload_fuzz weight_file_fuzz tuning_cache_fuzz npy_fuzz
              token_file_fuzz)
-SECONDS_PER_TARGET="${FUZZ_SECONDS:-30}"
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-20}"
 BUILD="${FUZZ_BUILD_DIR:-build-fuzz}"
 JOBS="${FUZZ_BUILD_JOBS:-2}"
 

@@ -26,7 +26,8 @@ which=${SPARKLE_SANITIZERS:-both}
 supp=$root/tests/sanitizers
 # tsan_annotations_test first: the annotations (tests/sanitizers/tsan_*.cc) that every other
 # binary here relies on.
-TSAN_TESTS=(tsan_annotations_test shape_batcher_test engine_test engine_registered_weights_test
+TSAN_TESTS=(tsan_annotations_test engine_core_test shape_batcher_test engine_test
+            engine_registered_weights_test
             weight_registry_test gpu_executor_test engine_gpu_test)
 
 launcher=()
