@@ -36,8 +36,6 @@ struct Batch {
     params.n += job->params.n;
     jobs.push_back(std::move(job));
   }
-  // Input + weight + bias + output bytes of the batch as run (weights once).
-  int64_t bytes() const { return params.total_bytes(); }
 };
 
 }  // namespace sparkle

@@ -285,6 +285,4 @@ DeviceCounters CpuExecutor::counters() const {
   return impl_->counters;
 }
 
-int CpuExecutor::threads() const { return impl_->threads; }
-
 }  // namespace sparkle

@@ -43,8 +43,6 @@ class CpuExecutor final : public DeviceExecutor {
   void Close() override;
   DeviceCounters counters() const override;
 
-  int threads() const;
-
  private:
   struct Impl;
   explicit CpuExecutor(std::unique_ptr<Impl> impl);

@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "engine/cpu/conv2d_ref.h"
 #include "engine/engine.h"
+#include "engine/registry/registered_weight.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_gpu_device.h"
@@ -322,6 +323,54 @@ TEST(EngineGpuTest, JobsNamingAFaultedGpuNeverFallBack) {
   named.done.WaitForNotification();
   EXPECT_EQ(named.status.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(named.timestamps.device, -1);  // never ran anywhere
+}
+
+// Registered weights stay pinned on the GPU while the registration lives: one upload for any
+// number of jobs, untouched by the LRU pressure of many inline weights, counted in the
+// registry's budget, and released on the device when the registration goes.
+TEST(EngineGpuTest, RegisteredWeightsStayPinnedUntilUnregistered) {
+  FakeGpuDevice::Options fake;
+  fake.weight_cache_entries = 2;
+  Rig rig(1, {}, fake);
+  ASSERT_NE(rig.engine, nullptr);
+  const Conv2dParams p = Big();
+  TestJob reference(p, 3);
+  WeightHeader header;
+  header.shape = {p.k, p.c / p.groups, p.r, p.s};
+  if (p.has_bias) header.bias = reference.bias;
+  auto registered = rig.engine->registry().Register(header, reference.weight);
+  ASSERT_TRUE(registered.ok()) << registered.status();
+  const std::string id = registered->weight->id();
+  const int64_t plain_bytes = rig.engine->registry().snapshot().bytes;
+  const WeightId pinned = WeightId::Registered(registered->weight->weight_key());
+  auto run_registered = [&](uint32_t seed) {
+    TestJob j(p, seed, &reference.weight, DeviceRequest::Gpu(0));
+    if (p.has_bias) {
+      j.bias = reference.bias;
+      Conv2dRef(p, j.input.data(), j.weight.data(), j.bias.data(), j.expected.data());
+    }
+    auto job = j.Make();
+    auto acquired = rig.engine->registry().Acquire(id);
+    ASSERT_TRUE(acquired.ok());
+    job->registered_weight = *acquired;
+    ASSERT_TRUE(rig.engine->Submit(&job).ok());
+    ExpectCorrect(j, 0);
+  };
+  run_registered(10);
+  EXPECT_TRUE(rig.fakes[0]->WeightsResident(pinned));
+  // The pinned copy is a prepacked copy of the registration: counted in the registry's budget.
+  EXPECT_GT(rig.engine->registry().snapshot().bytes, plain_bytes);
+  for (uint32_t seed = 20; seed < 24; ++seed) {  // inline weights: more than the LRU holds
+    TestJob j(p, seed, DeviceRequest::Gpu(0));
+    ASSERT_TRUE(rig.Submit(j).ok());
+    ExpectCorrect(j, 0);
+  }
+  const int64_t uploads = rig.fakes[0]->weight_uploads();
+  run_registered(30);
+  EXPECT_EQ(rig.fakes[0]->weight_uploads(), uploads);  // still on the device
+  ASSERT_TRUE(rig.engine->registry().Unregister(id).ok());
+  registered->weight.reset();  // the last holder: the registration is gone
+  EXPECT_FALSE(rig.fakes[0]->WeightsResident(pinned));
 }
 
 TEST(EngineGpuTest, RatesAreRefinedOnlineFromCompletedBatches) {
