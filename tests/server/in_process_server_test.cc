@@ -366,7 +366,7 @@ TEST(InProcessServerTest, ShutdownFinishesAcceptedWorkFirst) {
   ASSERT_TRUE(WaitFor([&] { return InFlight(*server) == 3; }, kPatience));
   absl::Status shutdown;
   std::thread stopper(
-      [&] { shutdown = server->server().Shutdown(absl::Now() + absl::Seconds(20)); });
+      [&] { shutdown = server->Shutdown(absl::Now() + absl::Seconds(20)); });
   EXPECT_TRUE(WaitFor([&] { return server->Serving().value_or(true) == false; }, kPatience));
   for (auto& p : held) EXPECT_FALSE(p->done());
   server->gpu(0).Resume();
@@ -377,7 +377,7 @@ TEST(InProcessServerTest, ShutdownFinishesAcceptedWorkFirst) {
     EXPECT_EQ(Small().Check(p->response()), "");
   }
   // Idempotent: a second call returns the first result at once.
-  EXPECT_TRUE(server->server().Shutdown(absl::Now()).ok());
+  EXPECT_TRUE(server->Shutdown(absl::Now()).ok());
 }
 
 // Shutdown whose budget passes with a job still running (a fake GPU that takes 1 s per work):
@@ -393,7 +393,7 @@ TEST(InProcessServerTest, ShutdownPastItsDeadlineSaysHowManyJobsWereLeft) {
   auto stub = server->Inference();
   PendingInfer slow(stub.get(), Small().Request());
   ASSERT_TRUE(WaitFor([&] { return InFlight(*server) == 1; }, kPatience));
-  const absl::Status s = server->server().Shutdown(absl::Now() + absl::Milliseconds(100));
+  const absl::Status s = server->Shutdown(absl::Now() + absl::Milliseconds(100));
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_THAT(s.message(), HasSubstr("1 job(s) still in flight"));
   slow.Wait();  // the reply or the cancellation by gRPC's shutdown: not asserted

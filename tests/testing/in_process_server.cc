@@ -48,6 +48,12 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(Options 
   return s;
 }
 
+absl::Status InProcessServer::Shutdown(absl::Time deadline) {
+  absl::Status s = server_->Shutdown(deadline);
+  gpus_->clear();  // destroyed with the engine
+  return s;
+}
+
 InProcessServer::~InProcessServer() {
   for (FakeGpuDevice* gpu : *gpus_) gpu->Resume();
   if (server_ != nullptr) server_->Shutdown(absl::Now() + absl::Seconds(30)).IgnoreError();

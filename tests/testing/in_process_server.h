@@ -40,8 +40,13 @@ class InProcessServer {
   };
 
   static absl::StatusOr<std::unique_ptr<InProcessServer>> Start(Options options);
-  // Resumes every fake GPU, then SparkleServer::Shutdown with a 30 s budget.
+  // Resumes every fake GPU (unless Shutdown ran), then SparkleServer::Shutdown with a 30 s
+  // budget.
   ~InProcessServer();
+
+  // SparkleServer::Shutdown; the fake GPUs go with the engine, so gpu(i) is invalid after it.
+  // Use this rather than server().Shutdown, so that the destructor knows the GPUs are gone.
+  absl::Status Shutdown(absl::Time deadline);
 
   SparkleServer& server() { return *server_; }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
