@@ -1,5 +1,8 @@
 #include "engine/core/job_lifecycle.h"
 
+#include <utility>
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 
 namespace sparkle {
@@ -12,6 +15,20 @@ absl::Status StillWorthRunning(const Conv2dJob& job, absl::Time now, absl::strin
                      absl::FormatDuration(now - job.timestamps.enqueued), " in the engine"));
   }
   return absl::OkStatus();
+}
+
+void RemoveDeadJobs(Batch* batch, absl::Time now, absl::string_view where,
+                    absl::FunctionRef<void(std::unique_ptr<Conv2dJob>, const absl::Status&)> dead) {
+  std::vector<std::unique_ptr<Conv2dJob>> jobs = std::move(batch->jobs);
+  batch->jobs.clear();
+  for (auto& job : jobs) {
+    absl::Status s = StillWorthRunning(*job, now, where);
+    if (s.ok()) {
+      batch->Add(std::move(job));
+    } else {
+      dead(std::move(job), s);
+    }
+  }
 }
 
 }  // namespace sparkle

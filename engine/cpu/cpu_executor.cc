@@ -98,7 +98,6 @@ struct CpuExecutor::Impl {
 
   // Runs the live jobs of `batch` (dead ones are given back first) and gives them back.
   void Run(std::unique_ptr<Batch> batch, double predicted_s) {
-    std::vector<std::unique_ptr<Conv2dJob>>& jobs = batch->jobs;
     const bool one_thread = batch->one_thread;
     // Pool-seconds: a one-thread batch occupies 1/threads of the pool while it runs.
     const double queued = one_thread ? predicted_s / threads : predicted_s;
@@ -110,23 +109,14 @@ struct CpuExecutor::Impl {
     if (one_thread) AcquireOne();
     // The one lifecycle check, once the job is about to get the CPU.
     const absl::Time now = options.clock->Now();
-    std::vector<std::unique_ptr<Conv2dJob>> live;
-    live.reserve(jobs.size());
-    for (auto& job : jobs) {
-      absl::Status s = StillWorthRunning(*job, now, "before launch on cpu");
-      if (s.ok()) {
-        live.push_back(std::move(job));
-      } else {
-        std::vector<std::unique_ptr<Conv2dJob>> dead;
-        dead.push_back(std::move(job));
-        hooks.complete(std::move(dead), s);
-      }
-    }
-    Conv2dParams params = batch->params;
-    if (live.size() != jobs.size()) {
-      params.n = 0;
-      for (const auto& job : live) params.n += job->params.n;
-    }
+    RemoveDeadJobs(batch.get(), now, "before launch on cpu",
+                   [this](std::unique_ptr<Conv2dJob> job, const absl::Status& s) {
+                     std::vector<std::unique_ptr<Conv2dJob>> one;
+                     one.push_back(std::move(job));
+                     hooks.complete(std::move(one), s);
+                   });
+    std::vector<std::unique_ptr<Conv2dJob>>& live = batch->jobs;
+    const Conv2dParams& params = batch->params;
     absl::Status status;
     absl::Time start = now, end = now;
     if (!live.empty()) {

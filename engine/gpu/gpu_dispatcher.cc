@@ -135,23 +135,14 @@ void GpuDispatcher::Fallback(std::unique_ptr<Batch> batch, const absl::Status& w
 }
 
 void GpuDispatcher::Dispatch(Item item) {
-  Batch& batch = *item.batch;
-  const absl::Time now = options_.clock->Now();
-  const std::string where = absl::StrCat("before launch on gpu:", options_.index);
-  auto live = std::make_unique<Batch>();
-  live->weight_id = batch.weight_id;
-  live->one_thread = batch.one_thread;
-  live->formed = batch.formed;
-  for (auto& job : batch.jobs) {
-    absl::Status s = StillWorthRunning(*job, now, where);
-    if (s.ok()) {
-      live->Add(std::move(job));
-    } else {
-      std::vector<std::unique_ptr<Conv2dJob>> dead;
-      dead.push_back(std::move(job));
-      hooks_.complete(std::move(dead), s);
-    }
-  }
+  std::unique_ptr<Batch> live = std::move(item.batch);
+  RemoveDeadJobs(live.get(), options_.clock->Now(),
+                 absl::StrCat("before launch on gpu:", options_.index),
+                 [this](std::unique_ptr<Conv2dJob> job, const absl::Status& s) {
+                   std::vector<std::unique_ptr<Conv2dJob>> one;
+                   one.push_back(std::move(job));
+                   hooks_.complete(std::move(one), s);
+                 });
   if (live->jobs.empty()) {
     Retire(item.predicted_s);
     return;
