@@ -4,7 +4,7 @@
 # build/ uses the HIP-on-CPU emulator (SPARKLE_GPU=emu), so every GPU test runs here too; then
 # scripts/test_sanitizers.sh runs the whole suite again under ASan+UBSan and the engine tests
 # under TSan, scripts/test_gpu_builds.sh builds the AMD and NVIDIA variants and runs their
-# fallback tests, and scripts/fuzz.sh runs every libFuzzer target (corpus, then 30 s each).
+# fallback tests, and scripts/fuzz.sh runs every libFuzzer target (corpus, then 20 s each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -14,5 +14,5 @@ scripts/build.sh -DSPARKLE_BUILD_TESTS=ON -DSPARKLE_BUILD_BENCH=ON -DSPARKLE_GPU
 # The whole suite again under ASan+UBSan (build-asan), the engine tests under TSan (build-tsan).
 scripts/test_sanitizers.sh
 scripts/test_gpu_builds.sh
-# libFuzzer targets (tests/fuzz): their committed corpora, then 30 s of fuzzing each.
+# libFuzzer targets (tests/fuzz): their committed corpora, then 20 s of fuzzing each.
 scripts/fuzz.sh
