@@ -2,8 +2,10 @@
 // compared side by side (this machine is shared and noisy), as ratios, over several rounds.
 //
 //   sparkle_bench layers    the layer table through (a) oneDNN called in-process (direct, and
-//                           Winograd where oneDNN offers it) and (b) a sparkled child process
-//                           over loopback gRPC; GFLOP/s of each and the ratios.
+//                           Winograd where oneDNN offers it), (b) a sparkled child process
+//                           over loopback gRPC, tensors in the messages, and (c) the same
+//                           daemon with the tensors in system shared memory (bench --shm);
+//                           GFLOP/s of each and the ratios.
 //   sparkle_bench batching  tiny jobs (1x16x32x32, K=16, 3x3) at concurrency 64 against two
 //                           sparkled children, --max_batch_size=64 vs 1; requests/s and ratio.
 //   sparkle_bench engine_batching  the same jobs straight into an in-process Engine (no gRPC):
@@ -84,8 +86,10 @@ std::vector<int> ParseInts(const std::string& s) {
 }
 
 // Daemon GFLOP/s (and requests/s) of one shape class: the best of the concurrency levels.
+// With shared_memory, the tensors go through system shared memory (BenchOptions).
 client::LevelResult DaemonLevel(const std::string& address, const std::string& shape_class,
-                                const std::vector<int>& concurrency, absl::Duration window) {
+                                const std::vector<int>& concurrency, absl::Duration window,
+                                bool shared_memory = false) {
   client::SparkleClient::Options connection;
   connection.target = address;
   connection.channels = 2;
@@ -95,10 +99,15 @@ client::LevelResult DaemonLevel(const std::string& address, const std::string& s
   options.concurrency = concurrency;
   options.duration = window;
   options.warmup = absl::Milliseconds(500);
+  options.shared_memory = shared_memory;
   std::vector<client::LevelResult> results;
   std::ostringstream quiet;
   absl::Status status = client::RunBench(connection, options, quiet, &results);
-  if (!status.ok() || results.empty()) {
+  // With shared memory, an answer that did not go through it makes the figure meaningless.
+  const bool not_via_shm =
+      std::any_of(results.begin(), results.end(),
+                  [](const client::LevelResult& r) { return r.not_via_shared_memory > 0; });
+  if (!status.ok() || results.empty() || not_via_shm) {
     std::cerr << "daemon bench failed for " << shape_class << ": " << status << "\n"
               << quiet.str();
     std::exit(1);
@@ -131,8 +140,11 @@ int Layers() {
   std::printf("sparkled pid %d at %s; %d round(s), %s windows, daemon concurrency %s\n",
               daemon->pid(), daemon->address().c_str(), rounds,
               absl::FormatDuration(window).c_str(), absl::GetFlag(FLAGS_concurrency).c_str());
-  std::printf("%-17s %8s | %-20s %-20s %-20s | %-17s %-17s\n", "layer", "MFLOP",
-              "inproc direct", "inproc best", "daemon", "daemon/best", "daemon/direct");
+  // GFLOP/s columns, then ratios: daemon (tensors in the messages) and daemon shm (tensors in
+  // system shared memory) over the in-process best; daemon over in-process direct.
+  std::printf("%-17s %7s | %-17s %-17s %-17s %-17s | %-14s %-14s %-14s\n", "layer", "MFLOP",
+              "inproc direct", "inproc best", "daemon", "daemon shm", "daemon/best",
+              "shm/best", "daemon/direct");
   for (const testing::NamedShape& layer : testing::LayerTable()) {
     if (!only.empty() && !absl::StrContains(absl::StrCat(",", only, ","),
                                             absl::StrCat(",", layer.name, ","))) {
@@ -144,27 +156,34 @@ int Layers() {
     std::vector<float> output(p.output_elements());
     InProcessOneDnn direct(p, weight, /*winograd=*/false);
     InProcessOneDnn wino(p, weight, /*winograd=*/true);
-    std::vector<double> d_direct, d_best, d_daemon, r_best, r_direct;
+    std::vector<double> d_direct, d_best, d_daemon, d_shm, r_best, r_shm, r_direct;
     for (int round = 0; round < rounds; ++round) {
       const double g_direct = InProcessGflops(p, direct, input, output, window);
       const double g_wino = InProcessGflops(p, wino, input, output, window);
       const double g_best = std::max(g_direct, g_wino);
       const double g_daemon =
           DaemonLevel(daemon->address(), layer.name, concurrency, window).GflopPerSecond();
+      const double g_shm =
+          DaemonLevel(daemon->address(), layer.name, concurrency, window, /*shared_memory=*/true)
+              .GflopPerSecond();
       d_direct.push_back(g_direct);
       d_best.push_back(g_best);
       d_daemon.push_back(g_daemon);
+      d_shm.push_back(g_shm);
       r_best.push_back(g_daemon / g_best);
+      r_shm.push_back(g_shm / g_best);
       r_direct.push_back(g_daemon / g_direct);
     }
-    std::printf("%-17s %8.1f | %-20s %-20s %-20s | %-17s %-17s  [%s]\n", layer.name.c_str(),
-                p.flops() * 1e-6, Fmt(Summarize(d_direct)).c_str(), Fmt(Summarize(d_best)).c_str(),
-                Fmt(Summarize(d_daemon)).c_str(), Fmt(Summarize(r_best), "%.2f").c_str(),
-                Fmt(Summarize(r_direct), "%.2f").c_str(), wino.algorithm().c_str());
+    std::printf("%-17s %7.1f | %-17s %-17s %-17s %-17s | %-14s %-14s %-14s [%s]\n",
+                layer.name.c_str(), p.flops() * 1e-6, Fmt(Summarize(d_direct)).c_str(),
+                Fmt(Summarize(d_best)).c_str(), Fmt(Summarize(d_daemon)).c_str(),
+                Fmt(Summarize(d_shm)).c_str(), Fmt(Summarize(r_best), "%.2f").c_str(),
+                Fmt(Summarize(r_shm), "%.2f").c_str(), Fmt(Summarize(r_direct), "%.2f").c_str(),
+                wino.algorithm().c_str());
     std::fflush(stdout);
   }
   std::printf("GFLOP/s and ratios as min/median/max over rounds; 'best' = the faster of direct "
-              "and Winograd in-process\n");
+              "and Winograd in-process; 'daemon shm' = tensors in system shared memory\n");
   return daemon->Stop(SIGTERM).value_or(1);
 }
 

@@ -1,29 +1,42 @@
 #include "client/bench.h"
 
+#include <sys/statvfs.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
 #include <fstream>
 #include <memory>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "base/status_macros.h"
+#include "client/shared_memory_client.h"
 #include "grpcpp/client_context.h"
 #include "grpcpp/generic/generic_stub.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/client_callback.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/slice.h"
 
 namespace sparkle::client {
 namespace {
 
 constexpr char kModelInferMethod[] = "/inference.GRPCInferenceService/ModelInfer";
+constexpr char kModelStreamInferMethod[] = "/inference.GRPCInferenceService/ModelStreamInfer";
 
 ShapeClass Conv(std::string name, int64_t n, int64_t c, int64_t h, int64_t w, int64_t k,
                 int64_t rs, int64_t stride, int64_t pad, int64_t groups = 1) {
@@ -46,7 +59,27 @@ ShapeClass Conv(std::string name, int64_t n, int64_t c, int64_t h, int64_t w, in
 struct PreparedRequest {
   grpc::ByteBuffer bytes;  // reference-counted: each call takes a new reference, not a copy
   double flop = 0;
-  double payload_bytes = 0;  // request tensors + response tensor
+  double payload_bytes = 0;  // tensor bytes in the request and response messages
+  // With shared memory (BenchOptions::shared_memory): where the daemon writes the output, and
+  // what the first answer must hold there (the answer to the class's first, ordinary request).
+  const uint8_t* shm_output = nullptr;
+  std::shared_ptr<const std::string> expected_output;
+};
+
+// The requests that the in-flight slots send: slot i sends the requests of set
+// i % sets.size(), round robin over the set's entries (one per class of a "mixed" run). Over
+// the wire every slot shares one set; with shared memory each slot has its own, whose bytes
+// name the slot's stretch of the region.
+using RequestSets = std::vector<std::vector<PreparedRequest>>;
+
+// One class as Prepare() checked it: the wire request, and for shared memory the message it
+// was built from, without its tensors (they are in `inputs`).
+struct ClassRequest {
+  PreparedRequest wire;
+  inference::ModelInferRequest message;  // raw_input_contents cleared; shared memory only
+  std::vector<std::string> inputs;       // its raw_input_contents; shared memory only
+  int64_t output_bytes = 0;
+  std::shared_ptr<const std::string> expected_output;  // the first answer's output bytes
 };
 
 // Serializes `request` straight into a slice that gRPC owns (no intermediate std::string).
@@ -61,8 +94,8 @@ grpc::ByteBuffer SerializeOnce(const inference::ModelInferRequest& request) {
 // Builds the request of `shape`, checks with one ordinary call that the server accepts it (so
 // that a misconfigured class fails loudly instead of producing a table of errors), and
 // serializes it.
-absl::StatusOr<PreparedRequest> Prepare(SparkleClient& client, const ShapeClass& shape,
-                                        const BenchOptions& options) {
+absl::StatusOr<ClassRequest> Prepare(SparkleClient& client, const ShapeClass& shape,
+                                     const BenchOptions& options) {
   InferInputs inputs;
   inputs.input = RandomArray({shape.n, shape.c, shape.h, shape.w}, options.seed);
   inputs.weight = RandomArray({shape.k, shape.c / shape.geometry.groups, shape.r, shape.s},
@@ -86,84 +119,182 @@ absl::StatusOr<PreparedRequest> Prepare(SparkleClient& client, const ShapeClass&
   }
   int64_t response_bytes = 0;
   for (const std::string& raw : response->raw_output_contents()) response_bytes += raw.size();
-  PreparedRequest prepared;
-  prepared.flop = shape.Flop();
-  prepared.payload_bytes = static_cast<double>(RequestPayloadBytes(request) + response_bytes);
-  prepared.bytes = SerializeOnce(request);
+  ClassRequest prepared;
+  prepared.wire.flop = shape.Flop();
+  prepared.wire.payload_bytes =
+      static_cast<double>(RequestPayloadBytes(request) + response_bytes);
+  prepared.wire.bytes = SerializeOnce(request);
+  if (options.shared_memory) {
+    if (response->raw_output_contents_size() != 1) {
+      return MarkAsServerError(absl::InternalError(absl::StrCat(
+          "shape class ", shape.name, ": the first answer has ",
+          response->raw_output_contents_size(), " raw outputs; expected one")));
+    }
+    prepared.output_bytes = 4 * shape.n * shape.k * shape.OutputHeight() * shape.OutputWidth();
+    prepared.expected_output = std::make_shared<const std::string>(
+        std::move(*response->mutable_raw_output_contents(0)));
+    if (static_cast<int64_t>(prepared.expected_output->size()) != prepared.output_bytes) {
+      return MarkAsServerError(absl::InternalError(absl::StrCat(
+          "shape class ", shape.name, ": the first answer's output has ",
+          prepared.expected_output->size(), " bytes; expected ", prepared.output_bytes)));
+    }
+    prepared.inputs.assign(request.raw_input_contents().begin(),
+                           request.raw_input_contents().end());
+    request.clear_raw_input_contents();
+    prepared.message = std::move(request);
+  }
   return prepared;
 }
 
-// The state of one level's run. Shared with every call's completion callback, so that it lives
-// until the last callback has returned (the main thread may wake before that callback unwinds).
-class LoadRun : public std::enable_shared_from_this<LoadRun> {
- public:
-  // `client` must outlive Run() (it sets up every call's context: deadline, bearer token).
-  LoadRun(const SparkleClient* client,
-          std::shared_ptr<const std::vector<PreparedRequest>> requests, int concurrency,
-          int64_t max_requests)
-      : client_(client), requests_(std::move(requests)), max_requests_(max_requests) {
-    for (const auto& channel : client->channels()) {
-      stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
-    }
-    for (int i = 0; i < concurrency; ++i) {
-      auto slot = std::make_unique<Slot>();
-      slot->stub = stubs_[i % stubs_.size()].get();
-      slots_.push_back(std::move(slot));
+constexpr size_t kShmAlignment = 64;
+size_t AlignUp(size_t n) { return (n + kShmAlignment - 1) / kShmAlignment * kShmAlignment; }
+
+// The shared-memory side of one level (BenchOptions::shared_memory): one region, and one request
+// set per slot whose requests place their tensors in the slot's stretch of it. The region is
+// unregistered and unlinked when this is destroyed (after the level: no call in flight).
+struct SharedMemoryLevel {
+  std::unique_ptr<ClientSharedMemory> region;
+  std::shared_ptr<const RequestSets> sets;
+};
+
+absl::StatusOr<SharedMemoryLevel> PrepareSharedMemoryLevel(
+    SparkleClient& client, const std::vector<ClassRequest>& classes, int concurrency) {
+  // The layout of one slot's stretch: per class, its inputs in order, then its output.
+  size_t slot_bytes = 0;
+  for (const ClassRequest& c : classes) {
+    for (const std::string& input : c.inputs) slot_bytes = AlignUp(slot_bytes + input.size());
+    slot_bytes = AlignUp(slot_bytes + static_cast<size_t>(c.output_bytes));
+  }
+  const size_t total = slot_bytes * static_cast<size_t>(concurrency);
+  // tmpfs allocates on first write: a region larger than what /dev/shm has left would end in
+  // SIGBUS while the tensors are written, so refuse it here.
+  struct statvfs fs;
+  if (statvfs("/dev/shm", &fs) == 0) {
+    const double available = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+    if (static_cast<double>(total) > available) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "shared memory: %d slots need %.1f MB in /dev/shm; %.1f MB are available (lower "
+          "--concurrency)",
+          concurrency, total / 1e6, available / 1e6));
     }
   }
+  static std::atomic<int> level_counter{0};
+  SharedMemoryLevel level;
+  SPARKLE_ASSIGN_OR_RETURN(
+      level.region,
+      ClientSharedMemory::Create(
+          client, absl::StrCat("bench.", getpid(), ".", level_counter.fetch_add(1)), total));
+  auto sets = std::make_shared<RequestSets>(static_cast<size_t>(concurrency));
+  const std::string& name = level.region->name();
+  for (int slot = 0; slot < concurrency; ++slot) {
+    size_t offset = static_cast<size_t>(slot) * slot_bytes;
+    for (const ClassRequest& c : classes) {
+      inference::ModelInferRequest request = c.message;
+      for (int i = 0; i < request.inputs_size(); ++i) {
+        const std::string& bytes = c.inputs[static_cast<size_t>(i)];
+        std::memcpy(level.region->data() + offset, bytes.data(), bytes.size());
+        SetSharedMemoryParameters(request.mutable_inputs(i)->mutable_parameters(), name,
+                                  static_cast<int64_t>(bytes.size()),
+                                  static_cast<int64_t>(offset));
+        offset = AlignUp(offset + bytes.size());
+      }
+      request.clear_outputs();
+      inference::ModelInferRequest::InferRequestedOutputTensor* output = request.add_outputs();
+      output->set_name("output");
+      SetSharedMemoryParameters(output->mutable_parameters(), name, c.output_bytes,
+                                static_cast<int64_t>(offset));
+      // NaN until the daemon writes it, so that an output never written cannot pass the check.
+      std::memset(level.region->data() + offset, 0xff, static_cast<size_t>(c.output_bytes));
+      PreparedRequest prepared;
+      prepared.bytes = SerializeOnce(request);
+      prepared.flop = c.wire.flop;
+      prepared.payload_bytes = 0;  // no tensor byte travels in the messages
+      prepared.shm_output = level.region->data() + offset;
+      prepared.expected_output = c.expected_output;
+      (*sets)[static_cast<size_t>(slot)].push_back(std::move(prepared));
+      offset = AlignUp(offset + static_cast<size_t>(c.output_bytes));
+    }
+  }
+  level.sets = std::move(sets);
+  return level;
+}
 
-  // Runs warmup + window and blocks until every call has completed.
-  LevelResult Run(absl::Duration warmup, absl::Duration duration) {
-    const absl::Time begin = absl::Now();
+// What an answer (ModelInferResponse) carried, as far as shared memory cares.
+struct AnswerLayout {
+  bool has_output = false;      // an outputs entry (the output's metadata)
+  bool has_raw_output = false;  // a raw_output_contents entry (tensor bytes on the wire)
+};
+
+// Reads the fields of a ModelInferResponse from `in` up to its limit or end: the id into *id
+// (when not null), the rest noted in *layout, tensors skipped without copying. False when the
+// bytes do not parse.
+bool ScanInferResponse(google::protobuf::io::CodedInputStream& in, std::string* id,
+                       AnswerLayout* layout) {
+  using google::protobuf::internal::WireFormatLite;
+  while (const uint32_t tag = in.ReadTag()) {
+    const uint32_t field = tag >> 3;
+    const bool delimited = (tag & 7) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    if (field == 3 && delimited && id != nullptr) {  // id
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length) || !in.ReadString(id, static_cast<int>(length))) {
+        return false;
+      }
+      continue;
+    }
+    if (field == 5 && delimited) layout->has_output = true;      // outputs
+    if (field == 6 && delimited) layout->has_raw_output = true;  // raw_output_contents
+    if (!WireFormatLite::SkipField(&in, tag)) return false;
+  }
+  return true;
+}
+
+// Whether an OK answer to `request` honoured shared memory. With `verify_output`, the output in
+// the region is also compared with the expected one (a tolerance covers another algorithm or
+// batch size on the daemon's side; a NaN, the fill of an output never written, never passes).
+bool HonouredSharedMemory(const PreparedRequest& request, const AnswerLayout& answer,
+                          bool verify_output) {
+  if (!answer.has_output || answer.has_raw_output) return false;
+  if (!verify_output) return true;
+  const std::string& expected = *request.expected_output;
+  const size_t count = expected.size() / sizeof(float);
+  for (size_t i = 0; i < count; ++i) {
+    float want, got;
+    std::memcpy(&want, expected.data() + i * sizeof(float), sizeof(float));
+    std::memcpy(&got, request.shm_output + i * sizeof(float), sizeof(float));
+    if (!(std::fabs(got - want) <= 1e-3f * (1.0f + std::fabs(want)))) return false;
+  }
+  return true;
+}
+
+// Statistics of one in-flight slot. Written only by the slot's completions, one at a time (a
+// slot has one request in flight and issues the next from the previous one's completion); read
+// by Collect() after every call has completed.
+struct SlotStats {
+  std::vector<double> latencies_us;
+  std::map<absl::StatusCode, int64_t> errors;
+  int64_t refused = 0;
+  int64_t not_via_shared_memory = 0;
+  double flop = 0;
+  double payload_bytes = 0;
+};
+
+// The measurement window of one level, shared by the unary and the streaming load: which
+// completions count, when issuing stops, and the result.
+class LoadWindow {
+ protected:
+  explicit LoadWindow(int64_t max_requests) : max_requests_(max_requests) {}
+
+  // Before the first request: the window is [begin + warmup, begin + warmup + duration].
+  void SetWindow(absl::Time begin, absl::Duration warmup, absl::Duration duration) {
     measure_start_ = begin + warmup;
     measure_end_ = begin + warmup + duration;
-    {
-      absl::MutexLock lock(&mu_);
-      outstanding_ = static_cast<int>(slots_.size());
-    }
-    for (auto& slot : slots_) Issue(slot.get(), begin);
-    {
-      // Bounded: issuing stops at measure_end_ and every call carries the connection's timeout
-      // as deadline, after which gRPC completes it.
-      absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(
-          +[](int* outstanding) { return *outstanding == 0; }, &outstanding_));
-    }
-    return Collect();
   }
 
- private:
-  struct Slot {
-    grpc::GenericStub* stub = nullptr;
-    std::unique_ptr<grpc::ClientContext> context;
-    grpc::ByteBuffer response;
-    absl::Time start;
-    size_t request_index = 0;
-    // Written only by this slot's callbacks, one at a time (a slot has one call in flight and
-    // issues the next from the previous one's callback); read by Run() after all completed.
-    std::vector<double> latencies_us;
-    std::map<absl::StatusCode, int64_t> errors;
-    int64_t refused = 0;
-    double flop = 0;
-    double payload_bytes = 0;
-  };
-
-  void Issue(Slot* slot, absl::Time now) {
-    slot->context = std::make_unique<grpc::ClientContext>();
-    client_->PrepareContext(slot->context.get());
-    slot->response.Clear();
-    slot->request_index = next_request_.fetch_add(1, std::memory_order_relaxed) % requests_->size();
-    slot->start = now;
-    std::shared_ptr<LoadRun> self = shared_from_this();
-    slot->stub->UnaryCall(slot->context.get(), kModelInferMethod, grpc::StubOptions(),
-                          &(*requests_)[slot->request_index].bytes, &slot->response,
-                          [self = std::move(self), slot](grpc::Status status) {
-                            self->OnDone(slot, status);
-                          });
-  }
-
-  void OnDone(Slot* slot, const grpc::Status& status) {
-    const absl::Time now = absl::Now();
+  // Records one completion at `now` of a request started at `start` (code OK or the error's;
+  // DATA_LOSS with not_via_shared_memory). Returns whether the slot issues its next request.
+  bool Complete(SlotStats* stats, const PreparedRequest& request, absl::Time start,
+                absl::Time now, absl::StatusCode code, bool refused,
+                bool not_via_shared_memory = false) {
     if (now >= measure_start_ && now <= measure_end_ && !stopped_.load()) {
       bool counted = true;
       if (max_requests_ > 0) {
@@ -175,36 +306,34 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
         }
       }
       if (counted) {
-        if (status.ok()) {
-          const PreparedRequest& request = (*requests_)[slot->request_index];
-          slot->latencies_us.push_back(absl::ToDoubleMicroseconds(now - slot->start));
-          slot->flop += request.flop;
-          slot->payload_bytes += request.payload_bytes;
+        if (code == absl::StatusCode::kOk) {
+          stats->latencies_us.push_back(absl::ToDoubleMicroseconds(now - start));
+          stats->flop += request.flop;
+          stats->payload_bytes += request.payload_bytes;
         } else {
-          ++slot->errors[static_cast<absl::StatusCode>(status.error_code())];
-          if (IsPushback(status, *slot->context)) ++slot->refused;
+          ++stats->errors[code];
+          if (refused) ++stats->refused;
+          if (not_via_shared_memory) ++stats->not_via_shared_memory;
         }
       }
     }
-    if (now < measure_end_ && !stopped_.load()) {
-      Issue(slot, now);
-      return;
-    }
-    absl::MutexLock lock(&mu_);
-    --outstanding_;
+    return now < measure_end_ && !stopped_.load();
   }
 
-  LevelResult Collect() {
+  absl::Time measure_end() const { return measure_end_; }
+
+  LevelResult Collect(const std::vector<const SlotStats*>& slots) const {
     LevelResult result;
-    result.concurrency = static_cast<int>(slots_.size());
+    result.concurrency = static_cast<int>(slots.size());
     const int64_t end_ns = window_end_ns_.load();
     const absl::Time window_end = end_ns != 0 ? absl::FromUnixNanos(end_ns) : measure_end_;
     result.window_seconds = absl::ToDoubleSeconds(window_end - measure_start_);
     std::vector<double> latencies;
-    for (const auto& slot : slots_) {
+    for (const SlotStats* slot : slots) {
       latencies.insert(latencies.end(), slot->latencies_us.begin(), slot->latencies_us.end());
       for (const auto& [code, count] : slot->errors) result.errors[code] += count;
       result.refused += slot->refused;
+      result.not_via_shared_memory += slot->not_via_shared_memory;
       result.flop += slot->flop;
       result.payload_bytes += slot->payload_bytes;
     }
@@ -223,22 +352,438 @@ class LoadRun : public std::enable_shared_from_this<LoadRun> {
     return result;
   }
 
-  const SparkleClient* const client_;
-  const std::shared_ptr<const std::vector<PreparedRequest>> requests_;
+ private:
   const int64_t max_requests_;
-  std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
-  std::vector<std::unique_ptr<Slot>> slots_;
   // Set before the first call is issued, read-only afterwards.
   absl::Time measure_start_;
   absl::Time measure_end_;
-
-  std::atomic<uint64_t> next_request_{0};  // round robin over requests_ ("mixed")
   std::atomic<int64_t> measured_{0};       // completions in the window (with max_requests_)
   std::atomic<bool> stopped_{false};       // monotonic: max_requests_ reached
   std::atomic<int64_t> window_end_ns_{0};  // when stopped_ was set; 0 while not
+};
+
+// The state of one level's unary run. Shared with every call's completion callback, so that it
+// lives until the last callback has returned (the main thread may wake before that callback
+// unwinds).
+class LoadRun : public LoadWindow, public std::enable_shared_from_this<LoadRun> {
+ public:
+  // `client` must outlive Run() (it sets up every call's context: deadline, bearer token).
+  LoadRun(const SparkleClient* client, std::shared_ptr<const RequestSets> requests,
+          int concurrency, int64_t max_requests)
+      : LoadWindow(max_requests), client_(client), requests_(std::move(requests)) {
+    for (const auto& channel : client->channels()) {
+      stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
+    }
+    for (int i = 0; i < concurrency; ++i) {
+      auto slot = std::make_unique<Slot>();
+      slot->stub = stubs_[i % stubs_.size()].get();
+      slot->requests = &(*requests_)[i % requests_->size()];
+      slot->verified.assign(slot->requests->size(), false);
+      slots_.push_back(std::move(slot));
+    }
+  }
+
+  // Runs warmup + window and blocks until every call has completed.
+  LevelResult Run(absl::Duration warmup, absl::Duration duration) {
+    const absl::Time begin = absl::Now();
+    SetWindow(begin, warmup, duration);
+    {
+      absl::MutexLock lock(&mu_);
+      outstanding_ = static_cast<int>(slots_.size());
+    }
+    for (auto& slot : slots_) Issue(slot.get(), begin);
+    {
+      // Bounded: issuing stops at the window's end and every call carries the connection's
+      // timeout as deadline, after which gRPC completes it.
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](int* outstanding) { return *outstanding == 0; }, &outstanding_));
+    }
+    std::vector<const SlotStats*> stats;
+    for (const auto& slot : slots_) stats.push_back(&slot->stats);
+    return Collect(stats);
+  }
+
+ private:
+  struct Slot {
+    grpc::GenericStub* stub = nullptr;
+    const std::vector<PreparedRequest>* requests = nullptr;  // the slot's set
+    std::vector<bool> verified;  // shared memory: whether request i's output was checked
+    std::unique_ptr<grpc::ClientContext> context;
+    grpc::ByteBuffer response;
+    absl::Time start;
+    size_t request_index = 0;
+    SlotStats stats;
+  };
+
+  void Issue(Slot* slot, absl::Time now) {
+    slot->context = std::make_unique<grpc::ClientContext>();
+    client_->PrepareContext(slot->context.get());
+    slot->response.Clear();
+    slot->request_index =
+        next_request_.fetch_add(1, std::memory_order_relaxed) % slot->requests->size();
+    slot->start = now;
+    std::shared_ptr<LoadRun> self = shared_from_this();
+    slot->stub->UnaryCall(slot->context.get(), kModelInferMethod, grpc::StubOptions(),
+                          &(*slot->requests)[slot->request_index].bytes, &slot->response,
+                          [self = std::move(self), slot](grpc::Status status) {
+                            self->OnDone(slot, status);
+                          });
+  }
+
+  void OnDone(Slot* slot, const grpc::Status& status) {
+    const absl::Time now = absl::Now();
+    const PreparedRequest& request = (*slot->requests)[slot->request_index];
+    auto code = static_cast<absl::StatusCode>(status.error_code());
+    bool not_via_shared_memory = false;
+    if (status.ok() && request.shm_output != nullptr) {
+      AnswerLayout layout;
+      bool parsed = false;
+      {
+        grpc::ProtoBufferReader reader(&slot->response);
+        google::protobuf::io::CodedInputStream in(&reader);
+        parsed = reader.status().ok() && ScanInferResponse(in, nullptr, &layout) &&
+                 in.ConsumedEntireMessage();
+      }
+      const bool verify = !slot->verified[slot->request_index];
+      slot->verified[slot->request_index] = true;
+      if (!parsed || !HonouredSharedMemory(request, layout, verify)) {
+        code = absl::StatusCode::kDataLoss;
+        not_via_shared_memory = true;
+      }
+    }
+    const bool next = Complete(&slot->stats, request, slot->start, now, code,
+                               !status.ok() && IsPushback(status, *slot->context),
+                               not_via_shared_memory);
+    if (next) {
+      Issue(slot, now);
+      return;
+    }
+    absl::MutexLock lock(&mu_);
+    --outstanding_;
+  }
+
+  const SparkleClient* const client_;
+  const std::shared_ptr<const RequestSets> requests_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::atomic<uint64_t> next_request_{0};  // round robin over a set's requests ("mixed")
 
   absl::Mutex mu_;
   int outstanding_ ABSL_GUARDED_BY(mu_) = 0;  // slots whose last call has not completed
+};
+
+// The id, error_message and answer layout of a serialized ModelStreamInferResponse, read
+// without copying its tensors. False when the bytes do not parse.
+bool ScanStreamResponse(grpc::ByteBuffer* buffer, std::string* id, std::string* error,
+                        AnswerLayout* layout) {
+  using google::protobuf::internal::WireFormatLite;
+  grpc::ProtoBufferReader reader(buffer);
+  if (!reader.status().ok()) return false;
+  google::protobuf::io::CodedInputStream in(&reader);
+  auto read_string = [&in](std::string* out) {
+    uint32_t length = 0;
+    return in.ReadVarint32(&length) && in.ReadString(out, static_cast<int>(length));
+  };
+  while (const uint32_t tag = in.ReadTag()) {
+    const uint32_t field = tag >> 3;
+    const bool delimited = (tag & 7) == WireFormatLite::WIRETYPE_LENGTH_DELIMITED;
+    if (field == 1 && delimited) {  // error_message
+      if (!read_string(error)) return false;
+    } else if (field == 2 && delimited) {  // infer_response
+      uint32_t length = 0;
+      if (!in.ReadVarint32(&length)) return false;
+      const auto limit = in.PushLimit(static_cast<int>(length));
+      if (!ScanInferResponse(in, id, layout)) return false;
+      if (in.BytesUntilLimit() != 0) return false;
+      in.PopLimit(limit);
+    } else if (!WireFormatLite::SkipField(&in, tag)) {
+      return false;
+    }
+  }
+  return in.ConsumedEntireMessage();
+}
+
+// The code of a stream error_message "[CODE] message" (the daemon's form); UNKNOWN otherwise.
+absl::StatusCode StreamErrorCode(absl::string_view message) {
+  if (absl::ConsumePrefix(&message, "[")) {
+    const size_t end = message.find(']');
+    if (end != absl::string_view::npos) {
+      const absl::string_view name = message.substr(0, end);
+      for (int code = 1; code <= 16; ++code) {
+        if (absl::StatusCodeToString(static_cast<absl::StatusCode>(code)) == name) {
+          return static_cast<absl::StatusCode>(code);
+        }
+      }
+    }
+  }
+  return absl::StatusCode::kUnknown;
+}
+
+// The state of one level's streaming run (BenchOptions::stream): one ModelStreamInfer stream
+// per channel, the level's slots spread over them round robin; each slot keeps one request in
+// flight, named by the request id "<slot>", and sends its next one when its response comes back.
+// Every request re-sends the prepared bytes behind a small per-slot id field (protobuf fields
+// may come in any order), so that nothing is copied or re-serialized per request.
+class StreamLoadRun : public LoadWindow, public std::enable_shared_from_this<StreamLoadRun> {
+ public:
+  StreamLoadRun(const SparkleClient* client, std::shared_ptr<const RequestSets> requests,
+                int concurrency, int64_t max_requests)
+      : LoadWindow(max_requests), client_(client), requests_(std::move(requests)) {
+    for (const std::vector<PreparedRequest>& set : *requests_) {
+      std::vector<std::vector<grpc::Slice>> set_slices;
+      for (const PreparedRequest& request : set) {
+        std::vector<grpc::Slice> slices;
+        (void)request.bytes.Dump(&slices);
+        set_slices.push_back(std::move(slices));
+      }
+      request_slices_.push_back(std::move(set_slices));
+    }
+    for (const auto& channel : client->channels()) {
+      stubs_.push_back(std::make_unique<grpc::GenericStub>(channel));
+    }
+    // One stream per channel (fewer when fewer requests are in flight). Measured on the 2-core
+    // reference machine: 4 streams beat 1 (too little overlap) and 8-16 (fewer requests queued
+    // per stream, so fewer writes coalesced with buffer hints).
+    const int stream_count =
+        std::max(1, std::min(static_cast<int>(stubs_.size()), concurrency));
+    for (int i = 0; i < stream_count; ++i) {
+      streams_.push_back(std::make_unique<Stream>(this, stubs_[i % stubs_.size()].get()));
+    }
+    for (int i = 0; i < concurrency; ++i) {
+      auto slot = std::make_unique<Slot>();
+      slot->stream = streams_[i % streams_.size()].get();
+      slot->set = static_cast<size_t>(i) % requests_->size();
+      slot->verified.assign((*requests_)[slot->set].size(), false);
+      ++slot->stream->active_slots;
+      // ModelInferRequest.id (field 3, length-delimited) = "<i>".
+      const std::string id = absl::StrCat(i);
+      std::string field = {static_cast<char>((3 << 3) | 2), static_cast<char>(id.size())};
+      field += id;
+      slot->id_field = grpc::Slice(field);
+      slots_.push_back(std::move(slot));
+    }
+  }
+
+  LevelResult Run(absl::Duration warmup, absl::Duration duration) {
+    const absl::Time begin = absl::Now();
+    SetWindow(begin, warmup, duration);
+    {
+      absl::MutexLock lock(&mu_);
+      open_streams_ = static_cast<int>(streams_.size());
+    }
+    for (size_t i = 0; i < streams_.size(); ++i) {
+      Stream* stream = streams_[i].get();
+      client_->PrepareContext(&stream->context);
+      // Bounded: the whole level plus one RPC timeout.
+      stream->context.set_deadline(
+          absl::ToChronoTime(measure_end() + client_->options().timeout));
+      stream->stub->PrepareBidiStreamingCall(&stream->context, kModelStreamInferMethod,
+                                          grpc::StubOptions(), stream);
+    }
+    for (auto& slot : slots_) Issue(slot.get(), begin);
+    for (auto& stream : streams_) {
+      stream->StartRead(&stream->response);
+      stream->StartCall();
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](int* open) { return *open == 0; }, &open_streams_));
+    }
+    std::vector<const SlotStats*> stats;
+    for (const auto& slot : slots_) stats.push_back(&slot->stats);
+    return Collect(stats);
+  }
+
+ private:
+  struct Slot;
+
+  class Stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+   public:
+    Stream(StreamLoadRun* run, grpc::GenericStub* stub) : stub(stub), run_(run) {}
+    grpc::GenericStub* const stub;
+
+    // Queues one request (gRPC allows one write in flight).
+    void Send(grpc::ByteBuffer request) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (writing_) {
+          queue_.push_back(std::move(request));
+          return;
+        }
+        writing_ = true;
+        writing_buffer_ = std::move(request);
+      }
+      StartWrite(&writing_buffer_);
+    }
+
+    // A slot of this stream has stopped issuing; the last one half-closes the stream.
+    void SlotStopped() {
+      {
+        absl::MutexLock lock(&mu_);
+        if (--active_slots > 0) return;
+        if (writing_) {
+          writes_done_pending_ = true;
+          return;
+        }
+      }
+      StartWritesDone();
+    }
+
+    void OnWriteDone(bool ok) override {
+      bool write_next = false;
+      bool writes_done = false;
+      bool more = false;
+      {
+        absl::MutexLock lock(&mu_);
+        if (ok && !queue_.empty()) {
+          writing_buffer_ = std::move(queue_.front());
+          queue_.pop_front();
+          write_next = true;
+          more = !queue_.empty();
+        } else {
+          writing_ = false;
+          writing_buffer_.Clear();
+          queue_.clear();  // after a failed write the stream is over; OnDone counts the slots
+          writes_done = ok && writes_done_pending_;
+          writes_done_pending_ = false;
+        }
+      }
+      if (write_next) {
+        // More requests wait behind this one: gRPC may send them together.
+        grpc::WriteOptions options;
+        if (more) options.set_buffer_hint();
+        StartWrite(&writing_buffer_, options);
+      }
+      if (writes_done) StartWritesDone();
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!ok) return;  // the stream ends; OnDone follows
+      std::string id, error;
+      AnswerLayout layout;
+      const bool parsed = ScanStreamResponse(&response, &id, &error, &layout);
+      response.Clear();
+      Slot* slot = parsed ? run_->FindSlot(id, this) : nullptr;
+      if (slot != nullptr) {
+        run_->OnReply(slot, error.empty() ? absl::StatusCode::kOk : StreamErrorCode(error),
+                      layout);
+      } else {
+        ++unmatched;  // counted under UNKNOWN at the end: a reply the bench cannot attribute
+      }
+      StartRead(&response);
+    }
+
+    void OnDone(const grpc::Status& status) override {
+      // After every other reaction: the slots still waiting failed with the stream.
+      std::shared_ptr<StreamLoadRun> keep = run_->shared_from_this();
+      run_->OnStreamDone(this, status);
+    }
+
+    grpc::ClientContext context;
+    grpc::ByteBuffer response;
+    int active_slots = 0;  // set before the call starts, then changed under mu_
+    int64_t unmatched = 0;
+
+   private:
+    StreamLoadRun* const run_;
+    absl::Mutex mu_;
+    bool writing_ = false;
+    bool writes_done_pending_ = false;
+    grpc::ByteBuffer writing_buffer_;
+    std::deque<grpc::ByteBuffer> queue_;
+  };
+
+  struct Slot {
+    Stream* stream = nullptr;
+    size_t set = 0;              // index of the slot's request set in requests_
+    std::vector<bool> verified;  // shared memory: whether request i's output was checked
+    grpc::Slice id_field;
+    absl::Time start;
+    size_t request_index = 0;
+    bool in_flight = false;
+    SlotStats stats;
+  };
+
+  Slot* FindSlot(const std::string& id, const Stream* stream) {
+    size_t index = 0;
+    if (!absl::SimpleAtoi(id, &index) || index >= slots_.size()) return nullptr;
+    Slot* slot = slots_[index].get();
+    return slot->stream == stream && slot->in_flight ? slot : nullptr;
+  }
+
+  const PreparedRequest& RequestOf(const Slot* slot) const {
+    return (*requests_)[slot->set][slot->request_index];
+  }
+
+  void Issue(Slot* slot, absl::Time now) {
+    slot->request_index =
+        next_request_.fetch_add(1, std::memory_order_relaxed) % (*requests_)[slot->set].size();
+    slot->start = now;
+    slot->in_flight = true;
+    const std::vector<grpc::Slice>& body = request_slices_[slot->set][slot->request_index];
+    std::vector<grpc::Slice> slices;
+    slices.reserve(body.size() + 1);
+    slices.push_back(slot->id_field);
+    slices.insert(slices.end(), body.begin(), body.end());
+    slot->stream->Send(grpc::ByteBuffer(slices.data(), slices.size()));
+  }
+
+  void OnReply(Slot* slot, absl::StatusCode code, const AnswerLayout& layout) {
+    const absl::Time now = absl::Now();
+    slot->in_flight = false;
+    const PreparedRequest& request = RequestOf(slot);
+    bool not_via_shared_memory = false;
+    if (code == absl::StatusCode::kOk && request.shm_output != nullptr) {
+      const bool verify = !slot->verified[slot->request_index];
+      slot->verified[slot->request_index] = true;
+      if (!HonouredSharedMemory(request, layout, verify)) {
+        code = absl::StatusCode::kDataLoss;
+        not_via_shared_memory = true;
+      }
+    }
+    if (Complete(&slot->stats, request, slot->start, now, code, /*refused=*/false,
+                 not_via_shared_memory)) {
+      Issue(slot, now);
+    } else {
+      slot->stream->SlotStopped();
+    }
+  }
+
+  void OnStreamDone(Stream* stream, const grpc::Status& status) {
+    const absl::Time now = absl::Now();
+    const absl::StatusCode code = status.ok() ? absl::StatusCode::kUnknown
+                                              : static_cast<absl::StatusCode>(status.error_code());
+    for (auto& slot : slots_) {
+      if (slot->stream != stream || !slot->in_flight) continue;
+      slot->in_flight = false;
+      Complete(&slot->stats, RequestOf(slot.get()), slot->start, now, code, false);
+    }
+    if (stream->unmatched > 0) {
+      // Attributed to the first slot of the stream, for the totals.
+      for (auto& slot : slots_) {
+        if (slot->stream == stream) {
+          slot->stats.errors[absl::StatusCode::kUnknown] += stream->unmatched;
+          break;
+        }
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    --open_streams_;
+  }
+
+  const SparkleClient* const client_;
+  const std::shared_ptr<const RequestSets> requests_;
+  // requests_[set][i]'s bytes, shared
+  std::vector<std::vector<std::vector<grpc::Slice>>> request_slices_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
+  std::vector<std::unique_ptr<Stream>> streams_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::atomic<uint64_t> next_request_{0};
+
+  absl::Mutex mu_;
+  int open_streams_ ABSL_GUARDED_BY(mu_) = 0;  // streams whose OnDone has not run
 };
 
 std::string Ms(double us) { return absl::StrFormat("%.3f", us / 1000.0); }
@@ -346,6 +891,9 @@ std::string LevelResult::ErrorSummary() const {
     parts.push_back(absl::StrCat(absl::StatusCodeToString(code), ":", count));
   }
   if (refused > 0) parts.push_back(absl::StrCat("(refused:", refused, ")"));
+  if (not_via_shared_memory > 0) {
+    parts.push_back(absl::StrCat("(not via shm:", not_via_shared_memory, ")"));
+  }
   return absl::StrJoin(parts, " ");
 }
 
@@ -433,6 +981,10 @@ absl::Status ValidateBenchOptions(const BenchOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_requests must be >= 0; was ", options.max_requests));
   }
+  if (options.shared_memory && options.second_connection.has_value()) {
+    return absl::InvalidArgumentError(
+        "shared memory (shm) cannot be combined with a second identity (second_token_file)");
+  }
   return absl::OkStatus();
 }
 
@@ -456,8 +1008,13 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
   if (options.second_connection.has_value()) {
     SPARKLE_ASSIGN_OR_RETURN(second, SparkleClient::Connect(*options.second_connection));
   }
-  out << absl::StrFormat("target %s, %d channel(s), warmup %s, window %s%s\n", connection.target,
-                         connection.channels, absl::FormatDuration(options.warmup),
+  out << absl::StrFormat("target %s, %d channel(s)%s%s, warmup %s, window %s%s\n",
+                         connection.target, connection.channels,
+                         options.stream ? ", ModelStreamInfer (one stream per channel)" : "",
+                         options.shared_memory
+                             ? ", tensors in shared memory (MB/s: none on the wire)"
+                             : "",
+                         absl::FormatDuration(options.warmup),
                          absl::FormatDuration(options.duration),
                          options.max_requests > 0
                              ? absl::StrCat(" or ", options.max_requests, " requests")
@@ -466,15 +1023,17 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
   bool header_printed = false;
   for (const std::string& name : options.shape_classes) {
     SPARKLE_ASSIGN_OR_RETURN(std::vector<ShapeClass> shapes, ResolveShapeClass(name));
-    auto requests = std::make_shared<std::vector<PreparedRequest>>();
+    std::vector<ClassRequest> classes;
+    auto requests = std::make_shared<RequestSets>(1);  // over the wire: one set for all slots
     absl::Status prepared;
     for (const ShapeClass& shape : shapes) {
-      absl::StatusOr<PreparedRequest> request = Prepare(*client, shape, options);
+      absl::StatusOr<ClassRequest> request = Prepare(*client, shape, options);
       if (!request.ok()) {
         prepared = request.status();
         break;
       }
-      requests->push_back(*std::move(request));
+      requests->front().push_back(request->wire);
+      classes.push_back(*std::move(request));
     }
     if (!prepared.ok()) {
       out << "skipping " << name << ": " << StatusText(prepared) << '\n';
@@ -493,6 +1052,20 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
       if (results != nullptr) results->push_back(result);
     };
     for (int concurrency : options.concurrency) {
+      std::shared_ptr<const RequestSets> level_requests = requests;
+      SharedMemoryLevel shm;  // unregistered and unlinked at the end of this iteration
+      if (options.shared_memory) {
+        absl::StatusOr<SharedMemoryLevel> level =
+            PrepareSharedMemoryLevel(*client, classes, concurrency);
+        if (!level.ok()) {
+          out << "skipping " << name << " at concurrency " << concurrency << ": "
+              << StatusText(level.status()) << '\n';
+          if (first_failure.ok()) first_failure = level.status();
+          continue;
+        }
+        shm = *std::move(level);
+        level_requests = shm.sets;
+      }
       FairnessResult fair;
       std::thread second_thread;
       if (second != nullptr) {
@@ -508,9 +1081,14 @@ absl::Status RunBench(const SparkleClient::Options& connection, const BenchOptio
                                ->Run(options.warmup, options.duration);
         });
       }
-      auto run = std::make_shared<LoadRun>(client.get(), requests, concurrency,
-                                           options.max_requests);
-      LevelResult result = run->Run(options.warmup, options.duration);
+      LevelResult result =
+          options.stream
+              ? std::make_shared<StreamLoadRun>(client.get(), level_requests, concurrency,
+                                                options.max_requests)
+                    ->Run(options.warmup, options.duration)
+              : std::make_shared<LoadRun>(client.get(), level_requests, concurrency,
+                                          options.max_requests)
+                    ->Run(options.warmup, options.duration);
       record(result, "main");
       PrintRow(result, out);
       if (second_thread.joinable()) {

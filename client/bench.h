@@ -1,7 +1,9 @@
 // Closed-loop load generator for sparkled, modelled on perf_analyzer's concurrency mode
 // (serving-anchors.md §6): for each shape class and each concurrency level C it keeps exactly C
-// ModelInfer requests in flight for a warm-up period and then a measurement window, and reports
-// requests/s, GFLOP/s, MB/s of tensor payload, latency percentiles and errors by code.
+// ModelInfer requests in flight (or, with BenchOptions::stream, requests on ModelStreamInfer
+// streams) for a warm-up period and then a measurement window, and reports
+// requests/s, GFLOP/s, MB/s of tensor payload, latency percentiles and errors by code. With
+// BenchOptions::shared_memory the tensors lie in system shared memory instead of the messages.
 //
 // The client is built to spend its CPU on transport, not on messages (it shares the machine
 // with the server): each shape class's request is built and serialized once, with random data
@@ -84,6 +86,23 @@ struct BenchOptions {
   std::optional<SparkleClient::Options> second_connection;
   // Requests the second identity keeps in flight; [1, 4096].
   int second_concurrency = 1;
+  // Send the requests on ModelStreamInfer streams instead of unary ModelInfer calls: one
+  // bidirectional stream per channel, the level's concurrency spread over them, responses
+  // matched to requests by id. A response's error_message counts as an error under the code
+  // it names ("[CODE] ..."), UNKNOWN when it names none.
+  bool stream = false;
+  // Tensors through system shared memory (client/shared_memory_client.h; the daemon must be on
+  // this host and accept registrations from this client). For each level, one region
+  // ("bench.<pid>.<n>") holds, for every in-flight slot, a 64-byte-aligned stretch per tensor of
+  // each request the slot sends (input, weight and bias when sent, and the output), written
+  // once before the level; each slot re-sends its own prepared bytes, which carry the
+  // shared-memory parameters and no tensor bytes. The region is unregistered and unlinked
+  // after the level. An OK answer that carries raw_output_contents or no output metadata, or
+  // whose output (checked for the first answer of each slot and request) does not match the
+  // result of the class's first, ordinary request, counts as an error, DATA_LOSS
+  // (LevelResult::not_via_shared_memory). payload_bytes (MB/s) counts tensor bytes in the
+  // messages only, so it is 0. Not with second_connection.
+  bool shared_memory = false;
 };
 
 // What one (shape class, concurrency) level measured.
@@ -97,8 +116,14 @@ struct LevelResult {
   // retry-after-ms: the server refused the job (full queue) and said when to come back. Bench
   // counts them and does not retry.
   int64_t refused = 0;
+  // Of those, with BenchOptions::shared_memory: DATA_LOSS answers, OK on the wire but not
+  // through shared memory (output in raw_output_contents, no output metadata, or a first
+  // output that does not match; see BenchOptions::shared_memory).
+  int64_t not_via_shared_memory = 0;
   double flop = 0;                               // useful FLOP of the OK requests
-  double payload_bytes = 0;                      // request + response tensor bytes, OK requests
+  // Tensor bytes carried in the messages (request raw_input_contents + response
+  // raw_output_contents) of the OK requests; 0 with BenchOptions::shared_memory.
+  double payload_bytes = 0;
   // Latency of the OK requests, microseconds (nearest-rank percentiles).
   double mean_us = 0, p50_us = 0, p90_us = 0, p95_us = 0, p99_us = 0, max_us = 0;
   // Who ran the load: "main", or with BenchOptions::second_connection "second_alone" /
@@ -109,7 +134,8 @@ struct LevelResult {
   double GflopPerSecond() const;
   double MegabytesPerSecond() const;  // 10^6 bytes
   int64_t ErrorCount() const;
-  // "-" or e.g. "DEADLINE_EXCEEDED:1 RESOURCE_EXHAUSTED:12 (refused:12)".
+  // "-" or e.g. "DEADLINE_EXCEEDED:1 RESOURCE_EXHAUSTED:12 (refused:12)" (with shared
+  // memory also "(not via shm:N)").
   std::string ErrorSummary() const;
 };
 

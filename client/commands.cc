@@ -1,5 +1,7 @@
 #include "client/commands.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -14,6 +16,7 @@
 #include "client/arg_parse.h"
 #include "client/human_format.h"
 #include "client/npy.h"
+#include "client/shared_memory_client.h"
 #include "base/status_macros.h"
 #include "client/table.h"
 
@@ -28,6 +31,55 @@ absl::StatusOr<std::optional<NpyArray>> LoadOrGenerate(const std::string& path,
   if (!path.empty()) return ReadNpyFile(path);
   if (!shape.empty()) return RandomArray(shape, seed);
   return std::optional<NpyArray>();
+}
+
+// Bytes of the conv2d output of `request` (FP32 [N, K, P, Q]), for the shared-memory region that
+// receives it: the geometry of `options`, K, R and S from the weight input or, with weight_id,
+// from the daemon's ListWeights. INVALID_ARGUMENT when the shapes give no output (the server
+// would name the problem; here the region cannot be sized).
+absl::StatusOr<int64_t> OutputBytes(SparkleClient& client,
+                                    const inference::ModelInferRequest& request,
+                                    const InferRequestOptions& options) {
+  std::vector<int64_t> input, weight;
+  for (const auto& t : request.inputs()) {
+    if (t.name() == "input") input.assign(t.shape().begin(), t.shape().end());
+    if (t.name() == "weight") weight.assign(t.shape().begin(), t.shape().end());
+  }
+  if (!options.weight_id.empty()) {
+    auto stub = sparkle::v1::Control::NewStub(client.channels()[0]);
+    auto context = client.NewContext();
+    sparkle::v1::ListWeightsResponse list;
+    const grpc::Status status =
+        stub->ListWeights(context.get(), sparkle::v1::ListWeightsRequest(), &list);
+    if (!status.ok()) return client.CallStatus(status);
+    for (const auto& w : list.weights()) {
+      if (w.weight_id() == options.weight_id) weight.assign(w.shape().begin(), w.shape().end());
+    }
+    if (weight.empty()) {
+      return MarkAsServerError(absl::NotFoundError(
+          absl::StrCat("no registered weights with weight_id '", options.weight_id, "'")));
+    }
+  }
+  if (input.size() != 4 || weight.size() != 4) {
+    return absl::InvalidArgumentError("--shm needs a rank-4 input and weight");
+  }
+  const bool nhwc = options.layout == Layout::kNHWC;
+  const int64_t n = input[0], h = input[nhwc ? 1 : 2], w = input[nhwc ? 2 : 3];
+  const int64_t k = weight[0], r = weight[2], s = weight[3];
+  const ConvGeometry& g = options.geometry;
+  auto extent = [](int64_t size, int64_t pad, int64_t dilation, int64_t kernel, int64_t stride) {
+    const int64_t span = size + 2 * pad - dilation * (kernel - 1) - 1;
+    return span < 0 || stride < 1 ? int64_t{0} : span / stride + 1;
+  };
+  const int64_t p = extent(h, g.pad_h, g.dilation_h, r, g.stride_h);
+  const int64_t q = extent(w, g.pad_w, g.dilation_w, s, g.stride_w);
+  const double bytes = 4.0 * n * k * p * q;
+  if (n < 1 || k < 1 || p < 1 || q < 1 || bytes > double{int64_t{1} << 40}) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shm: the input ", FormatShape(input), " and weight ", FormatShape(weight),
+        " give no output of a size a region can hold"));
+  }
+  return static_cast<int64_t>(bytes);
 }
 
 absl::Status SaveInputs(const std::string& dir, const InferInputs& inputs) {
@@ -152,9 +204,22 @@ absl::Status RunInfer(const SparkleClient::Options& connection, InferCommandOpti
 
   SPARKLE_ASSIGN_OR_RETURN(std::unique_ptr<SparkleClient> client,
                            SparkleClient::Connect(connection));
+  std::optional<SharedMemoryRequest> placed;
+  if (options.shared_memory) {
+    SPARKLE_ASSIGN_OR_RETURN(const int64_t output_bytes,
+                             OutputBytes(*client, request, options.request));
+    SPARKLE_ASSIGN_OR_RETURN(
+        placed, MoveTensorsToSharedMemory(*client, absl::StrCat("sparklectl.infer.", getpid()),
+                                          output_bytes, &request));
+  }
   const absl::Time start = absl::Now();
   SPARKLE_ASSIGN_OR_RETURN(inference::ModelInferResponse response, client->ModelInfer(request));
   const absl::Duration round_trip = absl::Now() - start;
+  if (placed.has_value()) {
+    if (absl::Status s = ReadSharedMemoryOutput(*placed, &response); !s.ok()) {
+      return MarkAsServerError(s);
+    }
+  }
   // A malformed response is the server's fault: exit 1, like any other server error.
   absl::StatusOr<NpyArray> output = TakeOutput(&response);
   if (!output.ok()) return MarkAsServerError(output.status());

@@ -38,6 +38,10 @@ struct InferCommandOptions {
   std::string save_inputs_dir;
   // Where the output goes; empty: not written (the summary is still printed).
   std::string output_path;
+  // Send the tensors through system shared memory (client/shared_memory_client.h): inputs and
+  // the output in one region registered for this request; no tensor bytes on the wire. Needs
+  // the daemon on this host.
+  bool shared_memory = false;
   InferRequestOptions request;
 };
 

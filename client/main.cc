@@ -75,6 +75,9 @@ ABSL_FLAG(std::string, bias_shape, "", "infer: generate a random bias of this sh
 ABSL_FLAG(uint64_t, seed, 1, "infer, bench: seed of generated tensors");
 ABSL_FLAG(std::string, save_inputs, "", "infer: directory to write the tensors sent as .npy");
 ABSL_FLAG(std::string, output, "", "infer: where to write the output .npy");
+ABSL_FLAG(bool, shm, false,
+          "infer, bench: send the tensors through system shared memory (a POSIX shm object "
+          "registered with the daemon; the daemon must be on this host)");
 ABSL_FLAG(std::string, weight_id, "",
           "infer, bench: registered weights to use instead of sending weight and bias");
 // weights
@@ -111,6 +114,9 @@ ABSL_FLAG(std::string, second_token_file, "",
           "alongside the main load, at each level; reports its latency ratios (fairness)");
 ABSL_FLAG(int, second_concurrency, 1,
           "bench: requests the second identity keeps in flight, [1, 4096]");
+ABSL_FLAG(bool, stream, false,
+          "bench: send the requests on ModelStreamInfer streams (one per channel) instead of "
+          "unary ModelInfer calls");
 
 namespace sparkle::client {
 namespace {
@@ -133,10 +139,12 @@ const std::vector<CommandFlags>& FlagsByCommand() {
       {"infer",
        {"input", "weight", "bias", "input_shape", "weight_shape", "bias_shape", "seed",
         "save_inputs", "output", "stride", "pad", "dilation", "groups", "stride_h", "stride_w",
-        "pad_h", "pad_w", "dilation_h", "dilation_w", "layout", "device", "param", "weight_id"}},
+        "pad_h", "pad_w", "dilation_h", "dilation_w", "layout", "device", "param", "weight_id",
+        "shm"}},
       {"bench",
        {"concurrency", "shape_class", "duration", "warmup", "max_requests", "channels", "csv",
-        "seed", "device", "param", "weight_id", "second_token_file", "second_concurrency"}},
+        "seed", "device", "param", "weight_id", "second_token_file", "second_concurrency",
+        "stream", "shm"}},
       {"weights", {"json", "bias", "label"}},
   };
   return *kTable;
@@ -188,16 +196,28 @@ commands:
              [--param=key=value,...]         extra int64 request parameters (priority, timeout)
              [--weight_id=ID]                registered weights (and their bias) instead of
                                              --weight/--bias
+             [--shm]                         tensors through system shared memory (one POSIX
+                                             shm object, 0600; daemon on this host): no
+                                             tensor bytes on the wire, same output
            .npy files hold float32 little-endian ('<f4') C-order arrays (numpy.save).
   bench    closed-loop load (perf_analyzer's concurrency mode) per shape class and level.
              [--shape_class=tiny,...] [--concurrency=1,4,16,64] [--duration=5s] [--warmup=1s]
              [--max_requests=0] [--channels=4] [--csv=out.csv] [--device=...] [--param=...]
              [--weight_id=ID]  registered weights matching every class (K, C, R, S, bias)
+             [--stream]        ModelStreamInfer: one bidirectional stream per channel, the
+                               level's requests spread over them, matched by id
+             [--shm]           tensors through system shared memory (daemon on this host):
+                               per level one region (0600, unlinked after it), a stretch per
+                               in-flight request, written once; requests carry no tensor
+                               bytes (MB/s shows 0). An answer with its output on the wire
+                               counts as DATA_LOSS (not via shm). Works with --stream; not
+                               with --second_token_file
              [--second_token_file=FILE [--second_concurrency=1]]  fairness: a second
                                identity runs alone, then alongside the load; prints its p50/p99
                                alone and alongside and the ratios
-           reports requests/s, GFLOP/s, MB/s (request + response tensor bytes), latency
-           p50/p90/p99/mean and errors by code; the CSV adds p95 and max (latencies in us).
+           reports requests/s, GFLOP/s, MB/s (request + response tensor bytes in the
+           messages), latency p50/p90/p99/mean and errors by code; the CSV adds p95 and
+           max (latencies in us).
   weights  the weights registry: register once, then name them with --weight_id.
              register FILE.npy [--bias=B.npy] [--label=TEXT]   stream the tensor (1 MiB
                                           chunks); prints its id (a content hash: the same
@@ -369,6 +389,7 @@ absl::StatusOr<InferCommandOptions> InferOptionsFromFlags() {
   options.seed = absl::GetFlag(FLAGS_seed);
   options.save_inputs_dir = absl::GetFlag(FLAGS_save_inputs);
   options.output_path = absl::GetFlag(FLAGS_output);
+  options.shared_memory = absl::GetFlag(FLAGS_shm);
   SPARKLE_ASSIGN_OR_RETURN(options.request.geometry, GeometryFromFlags());
   absl::StatusOr<Layout> layout = ParseLayout(absl::GetFlag(FLAGS_layout));
   if (!layout.ok()) return UsageError(absl::StrCat("--", layout.status().message()));
@@ -406,6 +427,8 @@ absl::StatusOr<BenchOptions> BenchOptionsFromFlags(const SparkleClient::Options&
   options.weight_id = absl::GetFlag(FLAGS_weight_id);
   options.seed = absl::GetFlag(FLAGS_seed);
   options.csv_path = absl::GetFlag(FLAGS_csv);
+  options.stream = absl::GetFlag(FLAGS_stream);
+  options.shared_memory = absl::GetFlag(FLAGS_shm);
   SPARKLE_ASSIGN_OR_RETURN(options.extra_params, ParamFlag());
   if (absl::Status s = ValidateBenchOptions(options); !s.ok()) return UsageError(s.message());
   return options;

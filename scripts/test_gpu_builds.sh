@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The GPU platforms that scripts/test.sh does not cover with its emulator build (docs/gpu.md):
 #   build-amd     SPARKLE_GPU=amd: the .hip code compiled by clang-15 for gfx906, gfx908,
-#                 gfx90a and gfx1030; sparkled and the GPU tests are built and the tests run
-#                 (with no AMD GPU here they exercise the no-GPU fallback).
+#                 gfx90a and gfx1030; the GPU tests (engine + HIP runtime, linked) are built and
+#                 run (with no AMD GPU here they exercise the no-GPU fallback). sparkled is not
+#                 built here: its server code is the emulator build's, compiled again (CI time).
 #   build-nvidia  SPARKLE_GPU=nvidia, only when /usr/local/cuda/bin/nvcc exists: the same for
 #                 sm_90 through the HIP-on-CUDA shim.
-# Only sparkled and the GPU test binaries (<dir>/gpu_tests.txt) are built, with ccache when it
-# is installed, so that sources already compiled for build/ are not compiled again.
+# Only the GPU test binaries (<dir>/gpu_tests.txt), and sparkled for NVIDIA, are built, with
+# ccache when it is installed, so that sources already compiled for build/ are not compiled again.
 # SPARKLE_AMD_BUILD_DIR / SPARKLE_NVIDIA_BUILD_DIR override the two directory names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,12 +18,13 @@ if command -v ccache >/dev/null; then
             -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
 
-build_and_test() {  # DIR MODE
+build_and_test() {  # DIR MODE TARGET...
   local dir=$1 mode=$2
+  shift 2
   echo "== $dir: SPARKLE_GPU=$mode"
   cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSPARKLE_BUILD_TESTS=ON \
     -DSPARKLE_BUILD_BENCH=OFF -DSPARKLE_GPU="$mode" "${launcher[@]}" >/dev/null
-  cmake --build "$dir" -j "$(nproc)" --target sparkled sparkle_gpu_tests
+  cmake --build "$dir" -j "$(nproc)" --target "$@"
   local test log
   log=$(mktemp)
   while read -r test; do
@@ -41,11 +43,11 @@ build_and_test() {  # DIR MODE
 # No AMD GPU is expected anywhere CI runs: a GPU requirement meant for NVIDIA must not fail here.
 amd_dir=${SPARKLE_AMD_BUILD_DIR:-build-amd}
 nvidia_dir=${SPARKLE_NVIDIA_BUILD_DIR:-build-nvidia}
-SPARKLE_REQUIRE_GPU= build_and_test "$amd_dir" amd
+SPARKLE_REQUIRE_GPU= build_and_test "$amd_dir" amd sparkle_gpu_tests
 echo "$amd_dir: the GPU tests were NOT run on a GPU (no AMD GPU): they checked the fallback"
 
 if [ -x /usr/local/cuda/bin/nvcc ]; then
-  build_and_test "$nvidia_dir" nvidia
+  build_and_test "$nvidia_dir" nvidia sparkled sparkle_gpu_tests
   if nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
     echo "$nvidia_dir: the GPU tests ran on: $(nvidia-smi -L | head -1)"
   else

@@ -8,7 +8,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/scheduling_client.h"
+#include "server/shared_memory_rpcs.h"
 #include "server/status_convert.h"
+#include "server/stream_infer_reactor.h"
 #include "server/triton_messages.h"
 #include "spdlog/spdlog.h"
 
@@ -16,24 +18,23 @@ namespace sparkle {
 namespace {
 
 // A unary reactor that turns the client going away into the job's cancel flag, and deletes
-// itself once gRPC is done with the call.
+// itself once gRPC is done with the call (the response sent).
 class InferReactor final : public grpc::ServerUnaryReactor {
  public:
-  InferReactor() : cancelled_(std::make_shared<std::atomic<bool>>(false)) {}
+  explicit InferReactor(std::atomic<int64_t>* unsent)
+      : cancelled_(std::make_shared<std::atomic<bool>>(false)), unsent_(unsent) {
+    unsent_->fetch_add(1, std::memory_order_relaxed);
+  }
   const CancelFlag& cancelled() const { return cancelled_; }
   void OnCancel() override { cancelled_->store(true, std::memory_order_relaxed); }
   void OnDone() override {
-    if (accepted != nullptr) accepted->fetch_sub(1, std::memory_order_relaxed);
+    unsent_->fetch_sub(1, std::memory_order_relaxed);
     delete this;
   }
-  // The job's share of the engine's in-flight budget, held until gRPC is done with the call
-  // (the response sent), so that the budget covers the response buffer too.
-  Engine::Admission admission;
-  // InferenceService::unsent_replies_ once the engine accepted the job; counted down here.
-  std::atomic<int64_t>* accepted = nullptr;
 
  private:
   CancelFlag cancelled_;
+  std::atomic<int64_t>* const unsent_;  // InferenceService::unsent_replies_
 };
 
 // The caller's identity, or the refusal (server/call_auth.h).
@@ -62,27 +63,11 @@ void AddTensorMetadata(const char* name, int rank,
 
 InferenceService::InferenceService(Engine* engine, const Options& options,
                                    InferenceStats* stats, ServerMetrics* metrics)
-    : engine_(engine), options_(options), stats_(stats), metrics_(metrics) {}
-
-void InferenceService::RecordRejection(const absl::Status& status, bool queue_full) {
-  if (metrics_ != nullptr) {
-    metrics_->RecordRejection(RejectReasonFor(status, queue_full, engine_->draining()));
-  }
-}
-
-const absl::Status& InferenceService::Refuse(grpc::CallbackServerContext* context,
-                                             const absl::Status& status) {
-  const bool queue_full = IsQueueFull(status);
-  RecordRejection(status, queue_full);
-  if (queue_full) {
-    // gRPC's standard pushback trailer (A6 retry design: stock retry policies wait this long
-    // before their next attempt), and the older name as an alias.
-    const std::string pushback = absl::StrCat(options_.retry_after_ms);
-    context->AddTrailingMetadata("grpc-retry-pushback-ms", pushback);
-    context->AddTrailingMetadata("retry-after-ms", pushback);
-  }
-  return status;
-}
+    : engine_(engine),
+      options_(options),
+      stats_(stats),
+      handler_(engine, options.pool, options.shared_memory, stats, metrics,
+               ModelInferHandler::Options{options.limits}) {}
 
 grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
                                                        const inference::ServerLiveRequest*,
@@ -118,6 +103,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
   response->set_name("sparkled");
   response->set_version(SPARKLE_VERSION);
   response->add_extensions("schedule_policy");  // priority and timeout parameters
+  if (options_.shared_memory != nullptr) response->add_extensions("system_shared_memory");
   return FinishNow(context, absl::OkStatus());
 }
 
@@ -141,77 +127,33 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
-                                                       const inference::ModelInferRequest* request,
-                                                       inference::ModelInferResponse* response) {
+                                                       const grpc::ByteBuffer* request,
+                                                       grpc::ByteBuffer* response) {
   absl::StatusOr<CallIdentity> caller = Authorize(options_.auth, context, "ModelInfer");
   if (!caller.ok()) return FinishNow(context, caller.status());
-  const absl::Time received = absl::Now();
-  if (metrics_ != nullptr) {
-    metrics_->RecordRequestBytes(static_cast<int64_t>(request->ByteSizeLong()));
-  }
-  absl::StatusOr<ParsedInferRequest> parsed =
-      ParseInferRequest(*request, options_.limits, &engine_->registry());
-  if (!parsed.ok()) {
-    spdlog::debug("ModelInfer id='{}' rejected: {}", request->id(), parsed.status().ToString());
-    RecordRejection(parsed.status(), /*queue_full=*/false);
-    return FinishNow(context, parsed.status());
-  }
-  const Conv2dParams& p = parsed->params;
-  // Admission (cost limits, in-flight budget) before the response buffer is allocated.
-  absl::StatusOr<Engine::Admission> admission = engine_->Admit(p);
-  if (!admission.ok()) return FinishNow(context, Refuse(context, admission.status()));
-
-  response->set_model_name(kModelName);
-  response->set_model_version(kModelVersion);
-  response->set_id(request->id());
-  auto* out = response->add_outputs();
-  out->set_name("output");
-  out->set_datatype("FP32");
-  if (p.layout == Layout::kNHWC) {
-    for (int64_t d : {p.n, p.p(), p.q(), p.k}) out->add_shape(d);
-  } else {
-    for (int64_t d : {p.n, p.k, p.p(), p.q()}) out->add_shape(d);
-  }
-  std::string* output = response->add_raw_output_contents();
-  output->resize(static_cast<size_t>(p.output_elements()) * sizeof(float));
-
-  auto* reactor = new InferReactor;
-  reactor->admission = *std::move(admission);
-  auto job = std::make_unique<Conv2dJob>();
-  job->params = p;
-  job->input = parsed->input;
-  job->weight = parsed->weight;
-  job->bias = parsed->bias;
-  job->registered_weight = std::move(parsed->registered_weight);
-  job->output = reinterpret_cast<float*>(output->data());
-  job->priority = parsed->priority;
-  job->device = parsed->device;
-  job->deadline = std::min(FromChrono(context->deadline()), absl::Now() + parsed->queue_timeout);
-  job->cancelled = reactor->cancelled();
-  job->client = SchedulingClient(*caller);  // token name, or peer host without the port
-  const int64_t response_bytes = static_cast<int64_t>(output->size());
-  job->done = [reactor, received, n = p.n, response_bytes, stats = stats_, metrics = metrics_](
-                  const absl::Status& status, const ExecTimestamps& timestamps) {
-    // Recorded before the reply (< 1 us: sparkle_bench metrics_record), so that a client that
-    // has its response also sees it counted in ModelStatistics and /metrics.
-    RequestOutcome outcome;
-    outcome.code = status.code();
-    outcome.timestamps = timestamps;
-    outcome.received = received;
-    outcome.n = n;
-    outcome.response_bytes = status.ok() ? response_bytes : 0;
-    stats->Record(outcome);
-    if (metrics != nullptr) metrics->RecordOutcome(outcome);
-    reactor->Finish(ToGrpcStatus(status));
-  };
-  absl::Status status = engine_->Submit(&job, reactor->admission);
-  if (status.ok()) {
-    reactor->accepted = &unsent_replies_;
-    unsent_replies_.fetch_add(1, std::memory_order_relaxed);
-  } else {
-    reactor->Finish(ToGrpcStatus(Refuse(context, status)));
-  }
+  auto* reactor = new InferReactor(&unsent_replies_);
+  handler_.Handle(*request, *caller, FromChrono(context->deadline()), reactor->cancelled(),
+                  [this, context, reactor, response](InferReply reply) {
+                    if (reply.queue_full) {
+                      // gRPC's standard pushback trailer (A6 retry design: stock retry policies
+                      // wait this long before their next attempt), and the older name as an
+                      // alias. A queue-full refusal comes inline, before Finish.
+                      const std::string pushback = absl::StrCat(options_.retry_after_ms);
+                      context->AddTrailingMetadata("grpc-retry-pushback-ms", pushback);
+                      context->AddTrailingMetadata("retry-after-ms", pushback);
+                    }
+                    if (reply.status.ok()) *response = std::move(reply.response);
+                    reactor->Finish(ToGrpcStatus(reply.status));
+                  });
   return reactor;
+}
+
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* InferenceService::ModelStreamInfer(
+    grpc::CallbackServerContext* context) {
+  absl::StatusOr<CallIdentity> caller = Authorize(options_.auth, context, "ModelStreamInfer");
+  if (!caller.ok()) return StreamInferReactor::Refused(ToGrpcStatus(caller.status()));
+  return new StreamInferReactor(context, &handler_, *std::move(caller), &unsent_replies_,
+                                options_.max_inflight_per_stream);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelConfig(
@@ -237,6 +179,67 @@ grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
                             : CheckModel(request->name(), request->version());
   if (status.ok()) FillModelStatistics(stats_->Get(), response->add_model_stats());
   return FinishNow(context, status);
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryStatus(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryStatusRequest* request,
+    inference::SystemSharedMemoryStatusResponse* response) {
+  absl::StatusOr<CallIdentity> caller =
+      Authorize(options_.auth, context, "SystemSharedMemoryStatus");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  return FinishNow(context, sparkle::SystemSharedMemoryStatus(options_.shared_memory, *caller,
+                                                              *request, response));
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryRegister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryRegisterRequest* request,
+    inference::SystemSharedMemoryRegisterResponse*) {
+  absl::StatusOr<CallIdentity> caller =
+      Authorize(options_.auth, context, "SystemSharedMemoryRegister");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  return FinishNow(context, sparkle::SystemSharedMemoryRegister(
+                                options_.shared_memory, *caller, context->peer(),
+                                options_.shared_memory_allow_remote, *request));
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryUnregister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryUnregisterRequest* request,
+    inference::SystemSharedMemoryUnregisterResponse*) {
+  absl::StatusOr<CallIdentity> caller =
+      Authorize(options_.auth, context, "SystemSharedMemoryUnregister");
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  return FinishNow(context, sparkle::SystemSharedMemoryUnregister(options_.shared_memory,
+                                                                  *caller, *request));
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryStatusRequest*,
+    inference::CudaSharedMemoryStatusResponse*) {
+  if (auto c = Authorize(options_.auth, context, "CudaSharedMemoryStatus"); !c.ok()) {
+    return FinishNow(context, c.status());
+  }
+  return FinishNow(context, CudaSharedMemoryUnsupported("CudaSharedMemoryStatus"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryRegister(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryRegisterRequest*,
+    inference::CudaSharedMemoryRegisterResponse*) {
+  if (auto c = Authorize(options_.auth, context, "CudaSharedMemoryRegister"); !c.ok()) {
+    return FinishNow(context, c.status());
+  }
+  return FinishNow(context, CudaSharedMemoryUnsupported("CudaSharedMemoryRegister"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryUnregister(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryUnregisterRequest*,
+    inference::CudaSharedMemoryUnregisterResponse*) {
+  if (auto c = Authorize(options_.auth, context, "CudaSharedMemoryUnregister"); !c.ok()) {
+    return FinishNow(context, c.status());
+  }
+  return FinishNow(context, CudaSharedMemoryUnsupported("CudaSharedMemoryUnregister"));
 }
 
 }  // namespace sparkle

@@ -1,6 +1,8 @@
 // InferenceService: the KServe v2 `inference.GRPCInferenceService` over the engine. A thin
-// adapter: parse and validate (request_parser.h), submit, and finish the RPC from the job's
-// done callback on an engine thread. The client going away cancels the job wherever it is.
+// adapter: ModelInfer and ModelStreamInfer take the request's raw bytes (gRPC's ByteBuffer, no
+// generated-message copy) to ModelInferHandler, which parses, submits, and builds the reply from
+// pooled buffers; the RPC finishes from the job's done callback on an engine thread. The client
+// going away cancels the job wherever it is.
 #pragma once
 
 #include <atomic>
@@ -10,12 +12,34 @@
 #include "inference/grpc_predict_v2.grpc.pb.h"
 #include "server/call_auth.h"
 #include "server/inference_stats.h"
+#include "server/model_infer_handler.h"
 #include "server/request_parser.h"
 #include "server/server_metrics.h"
+#include "server/tensor_buffer_pool.h"
 
 namespace sparkle {
 
-class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+class SharedMemoryRegistry;
+
+// Every RPC with the callback API; ModelInfer and ModelStreamInfer raw (ByteBuffer in and out).
+// (CallbackService cannot be the base: it already binds the two to generated messages.)
+namespace internal {
+using Rpcs = inference::GRPCInferenceService;
+using InferenceServiceBase = Rpcs::WithCallbackMethod_ServerLive<
+    Rpcs::WithCallbackMethod_ServerReady<Rpcs::WithCallbackMethod_ModelReady<
+        Rpcs::WithCallbackMethod_ServerMetadata<Rpcs::WithCallbackMethod_ModelMetadata<
+            Rpcs::WithRawCallbackMethod_ModelInfer<Rpcs::WithCallbackMethod_ModelConfig<
+                Rpcs::WithCallbackMethod_ModelStatistics<Rpcs::WithRawCallbackMethod_ModelStreamInfer<
+                    Rpcs::WithCallbackMethod_SystemSharedMemoryStatus<
+                        Rpcs::WithCallbackMethod_SystemSharedMemoryRegister<
+                            Rpcs::WithCallbackMethod_SystemSharedMemoryUnregister<
+                                Rpcs::WithCallbackMethod_CudaSharedMemoryStatus<
+                                    Rpcs::WithCallbackMethod_CudaSharedMemoryRegister<
+                                        Rpcs::WithCallbackMethod_CudaSharedMemoryUnregister<
+                                            Rpcs::Service>>>>>>>>>>>>>>>;
+}  // namespace internal
+
+class InferenceService final : public internal::InferenceServiceBase {
  public:
   struct Options {
     ParseLimits limits;
@@ -24,6 +48,16 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     // Access check run first by every RPC except ServerLive and ServerReady (not owned; outlives
     // the service). Null: every caller admitted, identified by its peer address.
     const CallAuth* auth = nullptr;
+    // Registered system shared-memory regions (not owned; outlives the service). Null: shared
+    // memory off (--shared_memory=off).
+    SharedMemoryRegistry* shared_memory = nullptr;
+    // Register accepted from peers on other hosts too (--shared_memory=any).
+    bool shared_memory_allow_remote = false;
+    // Pooled buffers for tensor copies and response outputs (not owned; outlives the service and
+    // every response gRPC still holds, i.e. the gRPC server).
+    TensorBufferPool* pool = nullptr;
+    // ModelStreamInfer: requests of one stream read but not yet answered. [1, 4096].
+    int max_inflight_per_stream = 64;
   };
 
   // `engine`, `stats` and `metrics` are not owned and must outlive every request (the engine's
@@ -47,8 +81,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                           const inference::ModelMetadataRequest* request,
                                           inference::ModelMetadataResponse* response) override;
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ModelStreamInfer(
+      grpc::CallbackServerContext* context) override;
   // Triton extensions: the model's configuration and its cumulative statistics.
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
                                         const inference::ModelConfigRequest* request,
@@ -56,29 +92,49 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
                                             const inference::ModelStatisticsRequest* request,
                                             inference::ModelStatisticsResponse* response) override;
+  // Triton's system shared-memory extension (server/shared_memory_rpcs.h) and the CUDA one
+  // (UNIMPLEMENTED with a message).
+  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryStatusRequest* request,
+      inference::SystemSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryRegisterRequest* request,
+      inference::SystemSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryUnregisterRequest* request,
+      inference::SystemSharedMemoryUnregisterResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryStatus(
+      grpc::CallbackServerContext* context, const inference::CudaSharedMemoryStatusRequest* request,
+      inference::CudaSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::CudaSharedMemoryRegisterRequest* request,
+      inference::CudaSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::CudaSharedMemoryUnregisterRequest* request,
+      inference::CudaSharedMemoryUnregisterResponse* response) override;
 
   // ServerReady and ModelReady answer false from now on, while requests are still served
   // (--drain_delay: load balancers move away before anything is refused).
   void StopAdvertisingReady() { advertise_ready_.store(false, std::memory_order_relaxed); }
 
-  // Accepted ModelInfer calls whose reply gRPC has not finished sending (their reactor's OnDone
-  // has not run). A draining server waits for 0 before the process exits.
+  // ModelInfer calls whose reply gRPC has not finished sending (their reactor's OnDone has not
+  // run), and stream requests whose reply has not been written. A draining server waits for 0
+  // before the process exits.
   int64_t unsent_replies() const { return unsent_replies_.load(std::memory_order_relaxed); }
 
  private:
   bool Ready() const {
     return advertise_ready_.load(std::memory_order_relaxed) && !engine_->draining();
   }
-  // Counts a request refused before reaching the engine's queue.
-  void RecordRejection(const absl::Status& status, bool queue_full);
-  // RecordRejection, plus the retry-pushback trailers when `status` is a retryable queue-full
-  // refusal. Returns `status`.
-  const absl::Status& Refuse(grpc::CallbackServerContext* context, const absl::Status& status);
-
   Engine* const engine_;
   const Options options_;
   InferenceStats* const stats_;
-  ServerMetrics* const metrics_;
+  ModelInferHandler handler_;
   std::atomic<int64_t> unsent_replies_{0};
   std::atomic<bool> advertise_ready_{true};
 };

@@ -49,6 +49,23 @@ ABSL_FLAG(absl::Duration, drain_delay, absl::ZeroDuration(),
 ABSL_FLAG(int, max_concurrent_streams, 8,
           "concurrent RPCs per client connection, [1, 65536]; calls beyond it wait on the "
           "client (HTTP/2), not in the daemon's memory");
+ABSL_FLAG(int, max_inflight_per_stream, 64,
+          "ModelStreamInfer: requests of one stream read and not yet answered, [1, 4096]; at the "
+          "limit the daemon stops reading that stream until a reply has been written");
+ABSL_FLAG(int64_t, tensor_pool_bytes, int64_t{256} << 20,
+          "idle 64-byte-aligned tensor buffers (request copies, response outputs) kept for reuse, "
+          "bytes of capacity, [0, 2^40]; 0 disables pooling. Buffers in use are bounded by "
+          "--max_inflight_bytes");
+ABSL_FLAG(std::string, shared_memory, "local",
+          "system shared memory (Triton's extension): local = SystemSharedMemoryRegister "
+          "accepted from clients on this host only (loopback, unix socket); any = from every "
+          "peer (the object must still be on this host); off = no shared memory, the RPCs "
+          "answer FAILED_PRECONDITION. Default local");
+ABSL_FLAG(int, shm_max_regions, 64,
+          "registered system shared-memory regions, all clients together, [1, 65536]");
+ABSL_FLAG(int64_t, shm_max_bytes, int64_t{64} << 30,
+          "sum of the byte sizes of registered shared-memory regions, bytes, [1 MiB, 2^50]; "
+          "default 64 GiB. Mapped from the clients' objects, not allocated");
 ABSL_FLAG(int64_t, retry_after_ms, 20,
           "retry hint in ms, sent as the trailers grpc-retry-pushback-ms (honoured by gRPC retry "
           "policies) and retry-after-ms with every overload refusal (queue or in-flight budget "
@@ -139,7 +156,12 @@ sparkle::ServerOptions OptionsFromFlags() {
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.drain_delay = absl::GetFlag(FLAGS_drain_delay);
   o.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  o.max_inflight_per_stream = absl::GetFlag(FLAGS_max_inflight_per_stream);
   o.retry_after_ms = absl::GetFlag(FLAGS_retry_after_ms);
+  o.tensor_pool_bytes = absl::GetFlag(FLAGS_tensor_pool_bytes);
+  o.shared_memory = absl::GetFlag(FLAGS_shared_memory);
+  o.shm_max_regions = absl::GetFlag(FLAGS_shm_max_regions);
+  o.shm_max_bytes = absl::GetFlag(FLAGS_shm_max_bytes);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   sparkle::EngineOptions& e = o.engine;
   e.cpu.threads = absl::GetFlag(FLAGS_threads);

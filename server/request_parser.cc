@@ -108,26 +108,99 @@ absl::Status ParseRequestParameters(const ModelInferRequest& request, Geometry* 
   return absl::OkStatus();
 }
 
+// True when contents uses a typed field other than fp32_contents.
+bool HasNonFp32Contents(const InputTensor& t) {
+  const auto& c = t.contents();
+  return c.bool_contents_size() || c.int_contents_size() || c.int64_contents_size() ||
+         c.uint_contents_size() || c.uint64_contents_size() || c.fp64_contents_size() ||
+         c.bytes_contents_size();
+}
+
+bool HasTypedContents(const InputTensor& t) {
+  return HasNonFp32Contents(t) || t.contents().fp32_contents_size() > 0;
+}
+
+// Where a tensor's bytes are: a shared-memory region (`shm_region` set), else the next
+// raw_input_contents entry (`raw_index`), else the tensor's typed contents.
+struct TensorSource {
+  std::string shm_region;
+  int64_t shm_offset = 0;
+  int64_t shm_byte_size = -1;  // -1: the parameter was not given
+  int raw_index = -1;
+};
+
+// Takes `key` into `source` when it is a shared-memory parameter; false when it is not one.
+absl::StatusOr<bool> TakeSharedMemoryParameter(absl::string_view key, const InferParameter& value,
+                                               TensorSource* source) {
+  if (key == "shared_memory_region") {
+    SPARKLE_ASSIGN_OR_RETURN(source->shm_region, StringParam(key, value));
+  } else if (key == "shared_memory_byte_size" || key == "shared_memory_offset") {
+    SPARKLE_ASSIGN_OR_RETURN(int64_t v, IntParam(key, value));
+    if (v < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", key, " must be >= 0; was ", v));
+    }
+    (key == "shared_memory_offset" ? source->shm_offset : source->shm_byte_size) = v;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+absl::Status CheckSharedMemoryParameters(absl::string_view what, const TensorSource& source) {
+  if (source.shm_region.empty() && (source.shm_byte_size >= 0 || source.shm_offset != 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " has shared_memory_byte_size or shared_memory_offset but no shared_memory_region"));
+  }
+  return absl::OkStatus();
+}
+
 struct NamedInputs {
   const InputTensor* input = nullptr;
   const InputTensor* weight = nullptr;
   const InputTensor* bias = nullptr;
-  int input_index = -1, weight_index = -1, bias_index = -1;
+  TensorSource input_source, weight_source, bias_source;
+  Layout layout = Layout::kNCHW;
 };
 
+// The tensor's parameters: `layout` (input only), the shared-memory ones, ignored keys.
+absl::Status ParseTensorParameters(const InputTensor& t, bool is_input, Layout* layout,
+                                   TensorSource* source) {
+  for (const auto& [key, value] : t.parameters()) {
+    SPARKLE_ASSIGN_OR_RETURN(bool shm, TakeSharedMemoryParameter(key, value, source));
+    if (shm || IsIgnoredKey(key)) continue;
+    if (is_input && key == "layout") {
+      SPARKLE_ASSIGN_OR_RETURN(std::string s, StringParam("layout", value));
+      if (s == "NHWC") {
+        *layout = Layout::kNHWC;
+      } else if (s != "NCHW") {
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensor parameter layout must be NCHW or NHWC; was '", s, "'"));
+      }
+      continue;
+    }
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown parameter '", key, "' on input tensor '", t.name(), "' (known: ",
+                     is_input ? "layout, " : "",
+                     "shared_memory_region, shared_memory_byte_size, shared_memory_offset)"));
+  }
+  return CheckSharedMemoryParameters(absl::StrCat("input tensor '", t.name(), "'"), *source);
+}
+
 // `by_id`: the request names registered weights, so it must send neither weight nor bias.
-absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request, bool by_id) {
+absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request, int raw_entries,
+                                        bool by_id) {
   NamedInputs named;
+  int in_shared_memory = 0;
   for (int i = 0; i < request.inputs_size(); ++i) {
     const InputTensor& t = request.inputs(i);
     const InputTensor** slot = nullptr;
-    int* index = nullptr;
+    TensorSource* source = nullptr;
     if (t.name() == "input") {
-      slot = &named.input, index = &named.input_index;
+      slot = &named.input, source = &named.input_source;
     } else if (t.name() == "weight") {
-      slot = &named.weight, index = &named.weight_index;
+      slot = &named.weight, source = &named.weight_source;
     } else if (t.name() == "bias") {
-      slot = &named.bias, index = &named.bias_index;
+      slot = &named.bias, source = &named.bias_source;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown input tensor '", t.name(), "' (the conv2d model takes input, weight, bias)"));
@@ -136,12 +209,34 @@ absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request, bool b
       return absl::InvalidArgumentError(absl::StrCat("input tensor '", t.name(), "' is given twice"));
     }
     *slot = &t;
-    *index = i;
     if (t.datatype() != "FP32") {
       return absl::InvalidArgumentError(absl::StrCat("input tensor '", t.name(),
                                                      "' has datatype '", t.datatype(),
                                                      "'; the conv2d model takes FP32"));
     }
+    SPARKLE_RETURN_IF_ERROR(ParseTensorParameters(t, slot == &named.input, &named.layout, source));
+    if (!source->shm_region.empty()) {
+      ++in_shared_memory;
+      if (HasTypedContents(t)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input tensor '", t.name(),
+            "' is in shared memory and also has contents; send one or the other"));
+      }
+    } else if (raw_entries > 0) {
+      // Triton's clients send one raw entry per input not in shared memory, in order.
+      source->raw_index = i - in_shared_memory;
+      if (HasTypedContents(t)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "input tensor '", t.name(),
+            "' has contents while raw_input_contents is used; send one or the other"));
+      }
+    }
+  }
+  if (raw_entries > 0 && raw_entries != request.inputs_size() - in_shared_memory) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "raw_input_contents has ", raw_entries, " entries but the request lists ",
+        request.inputs_size() - in_shared_memory, " inputs",
+        in_shared_memory > 0 ? " not in shared memory" : "", " (one entry each)"));
   }
   if (named.input == nullptr) {
     return absl::InvalidArgumentError("missing input tensor 'input' ([N, C, H, W], FP32)");
@@ -175,70 +270,100 @@ absl::Status CheckShape(const InputTensor& t, int rank, absl::string_view layout
   return absl::OkStatus();
 }
 
-absl::StatusOr<Layout> ParseLayout(const InputTensor& input) {
-  Layout layout = Layout::kNCHW;
-  for (const auto& [key, value] : input.parameters()) {
-    if (key == "layout") {
-      SPARKLE_ASSIGN_OR_RETURN(std::string s, StringParam("layout", value));
-      if (s == "NHWC") {
-        layout = Layout::kNHWC;
-      } else if (s != "NCHW") {
-        return absl::InvalidArgumentError(
-            absl::StrCat("tensor parameter layout must be NCHW or NHWC; was '", s, "'"));
-      }
-    } else if (!IsIgnoredKey(key)) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", key,
-                                                     "' on input tensor 'input' (known: layout)"));
+// The requested outputs: only `output`, optionally into a shared-memory region. Other keys
+// (binary_data, classification) are the clients' own and ignored.
+absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& request) {
+  TensorSource source;
+  for (const auto& requested : request.outputs()) {
+    if (requested.name() != "output") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown requested output '", requested.name(), "' (the conv2d model has 'output')"));
+    }
+    for (const auto& [key, value] : requested.parameters()) {
+      SPARKLE_RETURN_IF_ERROR(TakeSharedMemoryParameter(key, value, &source).status());
     }
   }
-  return layout;
+  SPARKLE_RETURN_IF_ERROR(CheckSharedMemoryParameters("requested output 'output'", source));
+  return source;
 }
 
-// True when contents uses a typed field other than fp32_contents.
-bool HasNonFp32Contents(const InputTensor& t) {
-  const auto& c = t.contents();
-  return c.bool_contents_size() || c.int_contents_size() || c.int64_contents_size() ||
-         c.uint_contents_size() || c.uint64_contents_size() || c.fp64_contents_size() ||
-         c.bytes_contents_size();
+TensorBufferPool* UnpooledBuffers() {
+  static TensorBufferPool* const pool = TensorBufferPool::Create({.max_idle_bytes = 0})->release();
+  return pool;
 }
 
-bool HasTypedContents(const InputTensor& t) {
-  return HasNonFp32Contents(t) || t.contents().fp32_contents_size() > 0;
+absl::StatusOr<SharedMemorySpan> FindRegion(const ParseContext& context, absl::string_view what,
+                                            const TensorSource& source, int64_t bytes) {
+  if (context.shared_memory == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, " names shared memory region '", source.shm_region,
+        "' but shared memory is off on this server (--shared_memory=off)"));
+  }
+  return context.shared_memory->Find(context.owner, source.shm_region,
+                                     static_cast<uint64_t>(source.shm_offset),
+                                     static_cast<uint64_t>(bytes));
 }
 
-// Points *data at the tensor's `elements` floats, from raw_input_contents[index] or from its
-// typed contents; INVALID_ARGUMENT when the byte count does not match the shape.
-absl::Status TensorData(const ModelInferRequest& request, const InputTensor& t, int index,
-                        int64_t elements, const float** data) {
-  if (request.raw_input_contents_size() > 0) {
-    const std::string& raw = request.raw_input_contents(index);
-    if (static_cast<int64_t>(raw.size()) != elements * 4) {
+// Points *data at the tensor's `elements` floats: in place when they lie whole and 4-byte
+// aligned in one buffer (a slice, a region, a typed field), else in one pooled copy.
+absl::Status TensorData(const InferRequestView& request, const InputTensor& t,
+                        const TensorSource& source, int64_t elements, const ParseContext& context,
+                        ParsedInferRequest* out, const float** data) {
+  const int64_t bytes = elements * 4;
+  absl::InlinedVector<absl::string_view, 1> pieces;
+  if (!source.shm_region.empty()) {
+    if (source.shm_byte_size != bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
-          elements, " FP32 elements (", elements * 4, " bytes), but raw_input_contents[", index,
-          "] holds ", raw.size(), " bytes"));
+          elements, " FP32 elements (", bytes, " bytes), but its shared_memory_byte_size is ",
+          source.shm_byte_size < 0 ? "missing" : absl::StrCat(source.shm_byte_size)));
     }
-    // The bytes are little-endian FP32, which is this machine's float. std::string storage is
-    // at least 8-byte aligned (heap, or the in-object buffer), enough for float.
-    *data = reinterpret_cast<const float*>(raw.data());
+    SPARKLE_ASSIGN_OR_RETURN(SharedMemorySpan span,
+                             FindRegion(context, absl::StrCat("input tensor '", t.name(), "'"),
+                                        source, bytes));
+    pieces.push_back(absl::string_view(reinterpret_cast<const char*>(span.data), bytes));
+    out->regions.push_back(std::move(span.region));
+  } else if (source.raw_index >= 0) {
+    const TensorBytes& raw = request.raw_inputs[source.raw_index];
+    if (raw.size != bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
+          elements, " FP32 elements (", bytes, " bytes), but raw_input_contents[",
+          source.raw_index, "] holds ", raw.size, " bytes"));
+    }
+    pieces = raw.pieces;
+  } else {
+    const auto& c = t.contents();
+    if (HasNonFp32Contents(t)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor '", t.name(), "' is FP32 but its contents use another type's field; "
+                                      "put the values in contents.fp32_contents"));
+    }
+    if (c.fp32_contents_size() != elements) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
+          elements, " elements, but contents.fp32_contents holds ", c.fp32_contents_size(),
+          c.fp32_contents_size() == 0 ? " (and no raw_input_contents were sent)" : ""));
+    }
+    *data = c.fp32_contents().data();
     return absl::OkStatus();
   }
-  const auto& c = t.contents();
-  if (HasNonFp32Contents(t)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input tensor '", t.name(), "' is FP32 but its contents use another type's field; "
-                                    "put the values in contents.fp32_contents"));
+  // The bytes are little-endian FP32, which is this machine's float.
+  if (pieces.size() == 1 && reinterpret_cast<uintptr_t>(pieces[0].data()) % alignof(float) == 0) {
+    *data = reinterpret_cast<const float*>(pieces[0].data());
+    return absl::OkStatus();
   }
-  if (c.fp32_contents_size() != elements) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
-        elements, " elements, but contents.fp32_contents holds ", c.fp32_contents_size(),
-        c.fp32_contents_size() == 0 ? " (and no raw_input_contents were sent)" : ""));
+  TensorBufferPool* pool = context.pool != nullptr ? context.pool : UnpooledBuffers();
+  SPARKLE_ASSIGN_OR_RETURN(TensorBufferPool::Buffer copy, pool->Get(bytes));
+  uint8_t* to = copy.data();
+  for (absl::string_view piece : pieces) {
+    std::memcpy(to, piece.data(), piece.size());
+    to += piece.size();
   }
-  *data = c.fp32_contents().data();
+  *data = reinterpret_cast<const float*>(copy.data());
+  out->copies.push_back(std::move(copy));
   return absl::OkStatus();
 }
-
 
 }  // namespace
 
@@ -254,61 +379,37 @@ absl::Status CheckModel(const std::string& name, const std::string& version) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& request,
-                                                     const ParseLimits& limits,
-                                                     WeightRegistry* registry) {
-  const size_t request_bytes = request.ByteSizeLong();
-  if (static_cast<int64_t>(request_bytes) > limits.max_request_bytes) {
+absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& view,
+                                                     const ParseContext& context) {
+  const ParseLimits& limits = context.limits;
+  const ModelInferRequest& request = view.header();
+  if (view.serialized_bytes > limits.max_request_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "the request is ", request_bytes, " bytes, above the ", limits.max_request_bytes,
+        "the request is ", view.serialized_bytes, " bytes, above the ", limits.max_request_bytes,
         "-byte message limit max_message_bytes"));
   }
   SPARKLE_RETURN_IF_ERROR(CheckModel(request.model_name(), request.model_version()));
   ParsedInferRequest out;
   Geometry g;
   SPARKLE_RETURN_IF_ERROR(ParseRequestParameters(request, &g, &out));
-  SPARKLE_ASSIGN_OR_RETURN(NamedInputs named, MatchInputs(request, !out.weight_id.empty()));
+  SPARKLE_ASSIGN_OR_RETURN(
+      NamedInputs named,
+      MatchInputs(request, static_cast<int>(view.raw_inputs.size()), !out.weight_id.empty()));
+  SPARKLE_ASSIGN_OR_RETURN(TensorSource output_source, ParseRequestedOutputs(request));
 
-  for (const auto& requested : request.outputs()) {
-    if (requested.name() != "output") {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown requested output '", requested.name(), "' (the conv2d model has 'output')"));
-    }
-  }
-  if (request.raw_input_contents_size() > 0) {
-    if (request.raw_input_contents_size() != request.inputs_size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "raw_input_contents has ", request.raw_input_contents_size(),
-          " entries but the request lists ", request.inputs_size(), " inputs (one entry each)"));
-    }
-    for (const InputTensor& t : request.inputs()) {
-      if (HasTypedContents(t)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "input tensor '", t.name(),
-            "' has contents while raw_input_contents is used; send one or the other"));
-      }
-    }
-  }
-
-  SPARKLE_ASSIGN_OR_RETURN(Layout layout, ParseLayout(*named.input));
+  const Layout layout = named.layout;
   SPARKLE_RETURN_IF_ERROR(CheckShape(*named.input, 4,
                                      layout == Layout::kNHWC ? "[N, H, W, C]" : "[N, C, H, W]"));
   std::vector<int64_t> ws;  // [K, C/groups, R, S]
   if (named.weight != nullptr) {
     SPARKLE_RETURN_IF_ERROR(CheckShape(*named.weight, 4, "[K, C/groups, R, S]"));
-    for (const auto& [key, value] : named.weight->parameters()) {
-      if (!IsIgnoredKey(key)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown parameter '", key, "' on input tensor 'weight'"));
-      }
-    }
     ws.assign(named.weight->shape().begin(), named.weight->shape().end());
   } else {
-    if (registry == nullptr) {
+    if (context.registry == nullptr) {
       return absl::NotFoundError(absl::StrCat("no registered weights with weight_id '",
                                               out.weight_id, "' (no weights registry)"));
     }
-    SPARKLE_ASSIGN_OR_RETURN(out.registered_weight, registry->Acquire(out.weight_id));
+    SPARKLE_ASSIGN_OR_RETURN(out.registered_weight, context.registry->Acquire(out.weight_id));
     const RegisteredWeight& w = *out.registered_weight;
     ws.assign(w.shape().begin(), w.shape().end());
     out.weight = w.weight();
@@ -349,26 +450,58 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& re
                                                      " of the weight"));
     }
   }
-  // The whole response message counts against gRPC's send limit, not just the output bytes:
-  // a response over it would be computed in full and then refused by gRPC.
   const int64_t output_bytes = p.output_elements() * 4;
-  const int64_t response_bytes =
-      output_bytes + kResponseOverheadBytes + static_cast<int64_t>(request.id().size());
-  if (response_bytes > limits.max_response_bytes) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the response would be ", response_bytes, " bytes (", output_bytes, " of output), above the ",
-        limits.max_response_bytes, "-byte message limit max_message_bytes"));
+  if (!output_source.shm_region.empty()) {
+    if (output_source.shm_byte_size < output_bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "requested output 'output' needs ", output_bytes,
+          " bytes but its shared_memory_byte_size is ",
+          output_source.shm_byte_size < 0 ? "missing"
+                                          : absl::StrCat(output_source.shm_byte_size)));
+    }
+    SPARKLE_ASSIGN_OR_RETURN(
+        SharedMemorySpan span,
+        FindRegion(context, "requested output 'output'", output_source, output_bytes));
+    if (reinterpret_cast<uintptr_t>(span.data) % alignof(float) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "requested output 'output' in shared memory region '", output_source.shm_region,
+          "' at offset ", output_source.shm_offset,
+          " is not 4-byte aligned; an FP32 output needs an offset that is a multiple of 4"));
+    }
+    out.output_in_region = reinterpret_cast<float*>(span.data);
+    out.regions.push_back(std::move(span.region));
+  } else {
+    // The whole response message counts against gRPC's send limit, not just the output bytes:
+    // a response over it would be computed in full and then refused by gRPC.
+    const int64_t response_bytes =
+        output_bytes + kResponseOverheadBytes + static_cast<int64_t>(request.id().size());
+    if (response_bytes > limits.max_response_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "the response would be ", response_bytes, " bytes (", output_bytes,
+          " of output), above the ", limits.max_response_bytes,
+          "-byte message limit max_message_bytes"));
+    }
   }
-  SPARKLE_RETURN_IF_ERROR(
-      TensorData(request, *named.input, named.input_index, p.input_elements(), &out.input));
+  SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.input, named.input_source, p.input_elements(),
+                                     context, &out, &out.input));
   if (named.weight != nullptr) {
-    SPARKLE_RETURN_IF_ERROR(
-        TensorData(request, *named.weight, named.weight_index, p.weight_elements(), &out.weight));
+    SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.weight, named.weight_source,
+                                       p.weight_elements(), context, &out, &out.weight));
   }
   if (named.bias != nullptr) {
-    SPARKLE_RETURN_IF_ERROR(TensorData(request, *named.bias, named.bias_index, p.k, &out.bias));
+    SPARKLE_RETURN_IF_ERROR(
+        TensorData(view, *named.bias, named.bias_source, p.k, context, &out, &out.bias));
   }
   return out;
+}
+
+absl::StatusOr<ParsedInferRequest> ParseInferRequest(const ModelInferRequest& request,
+                                                     const ParseLimits& limits,
+                                                     WeightRegistry* registry) {
+  ParseContext context;
+  context.limits = limits;
+  context.registry = registry;
+  return ParseInferRequest(ViewOf(request), context);
 }
 
 }  // namespace sparkle

@@ -47,6 +47,23 @@ struct ServerOptions {
   // Concurrent RPCs per HTTP/2 connection (bounds memory for large messages: see
   // grpc-transport.md, 64 × 16 MiB on one connection collapses). Range [1, 65536].
   int max_concurrent_streams = 8;
+  // ModelStreamInfer flow control: requests of one stream read and not yet answered (in the
+  // engine or waiting to be written); at the limit the daemon stops reading that stream.
+  // Range [1, 4096].
+  int max_inflight_per_stream = 64;
+  // Idle tensor buffers (request copies, response outputs) kept for reuse, in bytes of capacity.
+  // [0, 2^40]; 0: no pooling. Buffers in use are bounded by engine.max_inflight_bytes.
+  int64_t tensor_pool_bytes = int64_t{256} << 20;
+  // System shared memory (Triton's extension, docs/protocol.md "System shared memory"):
+  // "local" (SystemSharedMemoryRegister accepted only from peers on this host: loopback or a
+  // unix socket), "any" (from every peer; the object must still exist on this host), or "off"
+  // (no registry; the RPCs answer FAILED_PRECONDITION).
+  std::string shared_memory = "local";
+  // Registered shared-memory regions, all callers together. Range [1, 65536].
+  int shm_max_regions = 64;
+  // Sum of the byte sizes of registered regions, bytes. Range [1 MiB, 2^50]. Mapped, not
+  // allocated: the memory belongs to the clients' objects (tmpfs).
+  int64_t shm_max_bytes = int64_t{64} << 30;
   // Trailing-metadata retry hint with a queue-full RESOURCE_EXHAUSTED, in ms. [0, 60000].
   int64_t retry_after_ms = 20;
   // Prometheus endpoint, host:port (GET /metrics; port 0 picks a free one). Empty: metrics

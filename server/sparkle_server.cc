@@ -17,6 +17,8 @@
 #include "server/control_service.h"
 #include "server/drainer.h"
 #include "server/inference_service.h"
+#include "server/shared_memory_registry.h"
+#include "server/tensor_buffer_pool.h"
 #include "server/inference_stats.h"
 #include "server/server_metrics.h"
 #include "server/tls_credentials.h"
@@ -101,6 +103,26 @@ absl::Status ServerOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat(
         "--max_concurrent_streams must be in [1, 65536]; was ", max_concurrent_streams));
   }
+  if (max_inflight_per_stream < 1 || max_inflight_per_stream > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_inflight_per_stream must be in [1, 4096]; was ", max_inflight_per_stream));
+  }
+  if (tensor_pool_bytes < 0 || tensor_pool_bytes > (int64_t{1} << 40)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tensor_pool_bytes must be in [0, 2^40]; was ", tensor_pool_bytes));
+  }
+  if (shared_memory != "local" && shared_memory != "any" && shared_memory != "off") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shared_memory must be local, any or off; was '", shared_memory, "'"));
+  }
+  if (shm_max_regions < 1 || shm_max_regions > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shm_max_regions must be in [1, 65536]; was ", shm_max_regions));
+  }
+  if (shm_max_bytes < (int64_t{1} << 20) || shm_max_bytes > (int64_t{1} << 50)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shm_max_bytes must be in [1048576 (1 MiB), 2^50]; was ", shm_max_bytes));
+  }
   if (retry_after_ms < 0 || retry_after_ms > 60000) {
     return absl::InvalidArgumentError(
         absl::StrCat("--retry_after_ms must be in [0, 60000]; was ", retry_after_ms));
@@ -119,7 +141,10 @@ absl::Status ServerOptions::Validate() const {
 struct SparkleServer::Impl {
   ServerOptions options;
   std::string address;
-  // Declared before the engine: its done callbacks record into these until it is destroyed.
+  // Declared before the engine: the jobs it still holds point into these (pooled buffers,
+  // mapped regions) and its done callbacks record into them until it is destroyed.
+  std::unique_ptr<TensorBufferPool> pool;
+  std::unique_ptr<SharedMemoryRegistry> shared_memory;  // null: --shared_memory=off
   InferenceStats stats;
   std::unique_ptr<ServerMetrics> metrics;  // null when --metrics_address is empty
   std::unique_ptr<Engine> engine;
@@ -227,10 +252,21 @@ absl::StatusOr<std::unique_ptr<SparkleServer>> SparkleServer::Start(
 
   SPARKLE_ASSIGN_OR_RETURN(impl->engine, Engine::Create(options.engine));
 
+  SPARKLE_ASSIGN_OR_RETURN(impl->pool, TensorBufferPool::Create(
+                                           {.max_idle_bytes = options.tensor_pool_bytes}));
   InferenceService::Options inference_options;
+  inference_options.pool = impl->pool.get();
+  if (options.shared_memory != "off") {
+    SPARKLE_ASSIGN_OR_RETURN(impl->shared_memory,
+                             SharedMemoryRegistry::Create({.max_regions = options.shm_max_regions,
+                                                           .max_bytes = options.shm_max_bytes}));
+  }
+  inference_options.shared_memory = impl->shared_memory.get();
+  inference_options.shared_memory_allow_remote = options.shared_memory == "any";
   inference_options.limits.max_response_bytes = options.max_message_bytes;
   inference_options.limits.max_request_bytes = options.max_message_bytes;
   inference_options.retry_after_ms = options.retry_after_ms;
+  inference_options.max_inflight_per_stream = options.max_inflight_per_stream;
   inference_options.auth = impl->public_auth.get();
   if (!options.metrics_address.empty()) {
     ServerMetrics::Sources sources;

@@ -142,8 +142,35 @@ class FakeInference final : public inference::GRPCInferenceService::Service {
     return grpc::Status::OK;
   }
 
+  // Each request answered in order through ModelInfer above; failures as error_message
+  // "[CODE] message" with the request id, and the stream goes on.
+  grpc::Status ModelStreamInfer(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<inference::ModelStreamInferResponse, inference::ModelInferRequest>*
+          stream) override {
+    {
+      absl::MutexLock lock(&mu);
+      ++streams_opened;
+    }
+    inference::ModelInferRequest request;
+    while (stream->Read(&request)) {
+      inference::ModelStreamInferResponse reply;
+      const grpc::Status status = ModelInfer(context, &request, reply.mutable_infer_response());
+      if (!status.ok()) {
+        reply.Clear();
+        reply.set_error_message(absl::StrCat(
+            "[", absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code())),
+            "] ", status.error_message()));
+      }
+      reply.mutable_infer_response()->set_id(request.id());
+      if (!stream->Write(reply)) break;
+    }
+    return grpc::Status::OK;
+  }
+
   bool ready = true;  // set before any call
   absl::Mutex mu;
+  int streams_opened ABSL_GUARDED_BY(mu) = 0;
   grpc::Status fail_with ABSL_GUARDED_BY(mu) = grpc::Status::OK;
   int fail_every ABSL_GUARDED_BY(mu) = 0;  // > 0: every fail_every-th call is rejected
   int infer_calls ABSL_GUARDED_BY(mu) = 0;
@@ -436,6 +463,45 @@ TEST_F(CommandsTest, BenchStopsAfterMaxRequestsAndCountsErrorsByCode) {
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(ExitCodeFor(status), kExitServerError);
   EXPECT_THAT(rejected.str(), HasSubstr("skipping tiny"));
+}
+
+TEST_F(CommandsTest, BenchStreamMatchesResponsesByIdAndCountsStreamErrorsByCode) {
+  connection_.channels = 2;
+  BenchOptions options;
+  options.stream = true;
+  options.concurrency = {3};
+  options.duration = absl::Seconds(30);  // max_requests ends it long before
+  options.warmup = absl::ZeroDuration();
+  options.max_requests = 12;
+  std::vector<LevelResult> results;
+  std::ostringstream out;
+  ASSERT_TRUE(RunBench(connection_, options, out, &results).ok()) << out.str();
+  EXPECT_THAT(out.str(), HasSubstr("ModelStreamInfer"));
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].ok, 12);
+  EXPECT_EQ(results[0].ErrorCount(), 0);
+  EXPECT_GT(results[0].GflopPerSecond(), 0);
+  int infer_calls = 0;
+  {
+    absl::MutexLock lock(&inference_.mu);
+    // One stream per channel (2), not per request; the first request checks the class (unary).
+    EXPECT_EQ(inference_.streams_opened, 2);
+    infer_calls = inference_.infer_calls;
+    inference_.infer_calls = 0;
+    inference_.fail_every = 2;
+  }
+  EXPECT_GE(infer_calls, 12 + 1);
+  EXPECT_LE(infer_calls, 12 + 1 + 3);  // at most one more per slot when the window closed
+
+  // error_message replies are errors under the code they name; the stream goes on.
+  results.clear();
+  options.max_requests = 10;
+  std::ostringstream some_errors;
+  ASSERT_TRUE(RunBench(connection_, options, some_errors, &results).ok());
+  ASSERT_EQ(results.size(), 1u);
+  EXPECT_EQ(results[0].ok + results[0].ErrorCount(), 10);
+  EXPECT_GE(results[0].errors[absl::StatusCode::kResourceExhausted], 4);
+  EXPECT_EQ(results[0].errors.size(), 1u) << results[0].ErrorSummary();
 }
 
 TEST(StatusTextTest, ShowsCodeAndMessageButNotTheOriginMarker) {
