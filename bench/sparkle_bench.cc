@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -43,6 +44,8 @@
 #include "bench/metrics_bench.h"
 #include "bench/router_bench.h"
 #include "client/bench.h"
+#include "client/npy.h"
+#include "client/weights_commands.h"
 #include "engine/engine.h"
 #include "grpcpp/grpcpp.h"
 #include "inference/grpc_predict_v2.grpc.pb.h"
@@ -87,9 +90,10 @@ std::vector<int> ParseInts(const std::string& s) {
 
 // Daemon GFLOP/s (and requests/s) of one shape class: the best of the concurrency levels.
 // With shared_memory, the tensors go through system shared memory (BenchOptions).
+// `weight_id`: registered weights sent by id instead of with every request.
 client::LevelResult DaemonLevel(const std::string& address, const std::string& shape_class,
                                 const std::vector<int>& concurrency, absl::Duration window,
-                                bool shared_memory = false) {
+                                bool shared_memory = false, const std::string& weight_id = "") {
   client::SparkleClient::Options connection;
   connection.target = address;
   connection.channels = 2;
@@ -100,6 +104,7 @@ client::LevelResult DaemonLevel(const std::string& address, const std::string& s
   options.duration = window;
   options.warmup = absl::Milliseconds(500);
   options.shared_memory = shared_memory;
+  options.weight_id = weight_id;
   std::vector<client::LevelResult> results;
   std::ostringstream quiet;
   absl::Status status = client::RunBench(connection, options, quiet, &results);
@@ -117,6 +122,38 @@ client::LevelResult DaemonLevel(const std::string& address, const std::string& s
   });
 }
 
+// Registers random weights [K, C/groups, R, S] and a bias [K] for `p` with the daemon (as
+// `sparklectl weights register` does); returns the weight_id. Exits on failure.
+std::string RegisterLayerWeights(const std::string& address, const Conv2dParams& p) {
+  const std::string dir = absl::StrCat("/tmp/sparkle_bench.", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string weight_path = dir + "/weight.npy", bias_path = dir + "/bias.npy";
+  auto weight = client::NpyArray::FromFloats({p.k, p.c / p.groups, p.r, p.s},
+                                             testing::RandomFloats(p.weight_elements(), 2));
+  auto bias = client::NpyArray::FromFloats({p.k}, testing::RandomFloats(p.k, 3));
+  client::SparkleClient::Options connection;
+  connection.target = address;
+  client::WeightsCommandOptions options;
+  options.bias_path = bias_path;
+  options.json = true;
+  std::ostringstream out;
+  absl::Status status = weight.status();
+  if (status.ok()) status = bias.status();
+  if (status.ok()) status = client::WriteNpyFile(weight_path, *weight);
+  if (status.ok()) status = client::WriteNpyFile(bias_path, *bias);
+  if (status.ok()) status = client::RunWeightsRegister(connection, weight_path, options, out);
+  std::filesystem::remove_all(dir);
+  const std::string json = out.str();
+  const std::string key = "\"weight_id\": \"";
+  const size_t at = json.find(key);
+  if (!status.ok() || at == std::string::npos) {
+    std::cerr << "registering weights failed: " << status << "\n" << json;
+    std::exit(1);
+  }
+  const size_t from = at + key.size();
+  return json.substr(from, json.find('"', from) - from);
+}
+
 std::unique_ptr<testing::DaemonProcess> StartDaemon(std::vector<std::string> args) {
   args.push_back(absl::StrCat("--threads=", absl::GetFlag(FLAGS_threads)));
   args.push_back("--log_level=info");  // the address is logged at info
@@ -126,65 +163,6 @@ std::unique_ptr<testing::DaemonProcess> StartDaemon(std::vector<std::string> arg
     std::exit(1);
   }
   return *std::move(d);
-}
-
-int Layers() {
-  const std::string only = absl::GetFlag(FLAGS_layers);
-  const std::vector<int> concurrency = ParseInts(absl::GetFlag(FLAGS_concurrency));
-  const absl::Duration window = absl::GetFlag(FLAGS_window);
-  const int rounds = absl::GetFlag(FLAGS_rounds);
-  setenv("OMP_NUM_THREADS", absl::StrCat(absl::GetFlag(FLAGS_threads)).c_str(), 1);
-  auto daemon = StartDaemon({});
-  // The daemon has logged before this point, so it is up; its own threads idle while the
-  // in-process figures are taken.
-  std::printf("sparkled pid %d at %s; %d round(s), %s windows, daemon concurrency %s\n",
-              daemon->pid(), daemon->address().c_str(), rounds,
-              absl::FormatDuration(window).c_str(), absl::GetFlag(FLAGS_concurrency).c_str());
-  // GFLOP/s columns, then ratios: daemon (tensors in the messages) and daemon shm (tensors in
-  // system shared memory) over the in-process best; daemon over in-process direct.
-  std::printf("%-17s %7s | %-17s %-17s %-17s %-17s | %-14s %-14s %-14s\n", "layer", "MFLOP",
-              "inproc direct", "inproc best", "daemon", "daemon shm", "daemon/best",
-              "shm/best", "daemon/direct");
-  for (const testing::NamedShape& layer : testing::LayerTable()) {
-    if (!only.empty() && !absl::StrContains(absl::StrCat(",", only, ","),
-                                            absl::StrCat(",", layer.name, ","))) {
-      continue;
-    }
-    const Conv2dParams& p = layer.params;
-    const std::vector<float> input = testing::RandomFloats(p.input_elements(), 1);
-    const std::vector<float> weight = testing::RandomFloats(p.weight_elements(), 2);
-    std::vector<float> output(p.output_elements());
-    InProcessOneDnn direct(p, weight, /*winograd=*/false);
-    InProcessOneDnn wino(p, weight, /*winograd=*/true);
-    std::vector<double> d_direct, d_best, d_daemon, d_shm, r_best, r_shm, r_direct;
-    for (int round = 0; round < rounds; ++round) {
-      const double g_direct = InProcessGflops(p, direct, input, output, window);
-      const double g_wino = InProcessGflops(p, wino, input, output, window);
-      const double g_best = std::max(g_direct, g_wino);
-      const double g_daemon =
-          DaemonLevel(daemon->address(), layer.name, concurrency, window).GflopPerSecond();
-      const double g_shm =
-          DaemonLevel(daemon->address(), layer.name, concurrency, window, /*shared_memory=*/true)
-              .GflopPerSecond();
-      d_direct.push_back(g_direct);
-      d_best.push_back(g_best);
-      d_daemon.push_back(g_daemon);
-      d_shm.push_back(g_shm);
-      r_best.push_back(g_daemon / g_best);
-      r_shm.push_back(g_shm / g_best);
-      r_direct.push_back(g_daemon / g_direct);
-    }
-    std::printf("%-17s %7.1f | %-17s %-17s %-17s %-17s | %-14s %-14s %-14s [%s]\n",
-                layer.name.c_str(), p.flops() * 1e-6, Fmt(Summarize(d_direct)).c_str(),
-                Fmt(Summarize(d_best)).c_str(), Fmt(Summarize(d_daemon)).c_str(),
-                Fmt(Summarize(d_shm)).c_str(), Fmt(Summarize(r_best), "%.2f").c_str(),
-                Fmt(Summarize(r_shm), "%.2f").c_str(), Fmt(Summarize(r_direct), "%.2f").c_str(),
-                wino.algorithm().c_str());
-    std::fflush(stdout);
-  }
-  std::printf("GFLOP/s and ratios as min/median/max over rounds; 'best' = the faster of direct "
-              "and Winograd in-process; 'daemon shm' = tensors in system shared memory\n");
-  return daemon->Stop(SIGTERM).value_or(1);
 }
 
 // Debian's gRPC 1.51 aborts ("double free or corruption", in grpc_cq_internal_unref on a
@@ -204,6 +182,76 @@ std::shared_ptr<grpc::Channel> HoldCallbackQueue(const std::string& address) {
   done.WaitForNotification();
   return channel;
 }
+
+int Layers() {
+  const std::string only = absl::GetFlag(FLAGS_layers);
+  const std::vector<int> concurrency = ParseInts(absl::GetFlag(FLAGS_concurrency));
+  const absl::Duration window = absl::GetFlag(FLAGS_window);
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  setenv("OMP_NUM_THREADS", absl::StrCat(absl::GetFlag(FLAGS_threads)).c_str(), 1);
+  auto daemon = StartDaemon({});
+  const std::shared_ptr<grpc::Channel> keepalive = HoldCallbackQueue(daemon->address());
+  // The daemon has logged before this point, so it is up; its own threads idle while the
+  // in-process figures are taken.
+  std::printf("sparkled pid %d at %s; %d round(s), %s windows, daemon concurrency %s\n",
+              daemon->pid(), daemon->address().c_str(), rounds,
+              absl::FormatDuration(window).c_str(), absl::GetFlag(FLAGS_concurrency).c_str());
+  // GFLOP/s columns, then ratios: daemon (tensors in the messages) and daemon shm (tensors in
+  // system shared memory) over the in-process best; daemon over in-process direct.
+  std::printf("%-17s %7s | %-17s %-17s %-17s %-17s %-17s | %-14s %-14s %-14s %-14s\n", "layer",
+              "MFLOP", "inproc direct", "inproc best", "daemon", "daemon shm", "shm+reg",
+              "daemon/best", "shm/best", "shm+reg/best", "daemon/direct");
+  for (const testing::NamedShape& layer : testing::LayerTable()) {
+    if (!only.empty() && !absl::StrContains(absl::StrCat(",", only, ","),
+                                            absl::StrCat(",", layer.name, ","))) {
+      continue;
+    }
+    const Conv2dParams& p = layer.params;
+    const std::vector<float> input = testing::RandomFloats(p.input_elements(), 1);
+    const std::vector<float> weight = testing::RandomFloats(p.weight_elements(), 2);
+    std::vector<float> output(p.output_elements());
+    InProcessOneDnn direct(p, weight, /*winograd=*/false);
+    InProcessOneDnn wino(p, weight, /*winograd=*/true);
+    // The layer's weights registered once (the in-process side prepacks them once too).
+    const std::string weight_id = RegisterLayerWeights(daemon->address(), p);
+    std::vector<double> d_direct, d_best, d_daemon, d_shm, d_reg, r_best, r_shm, r_reg, r_direct;
+    for (int round = 0; round < rounds; ++round) {
+      const double g_direct = InProcessGflops(p, direct, input, output, window);
+      const double g_wino = InProcessGflops(p, wino, input, output, window);
+      const double g_best = std::max(g_direct, g_wino);
+      const double g_daemon =
+          DaemonLevel(daemon->address(), layer.name, concurrency, window).GflopPerSecond();
+      const double g_shm =
+          DaemonLevel(daemon->address(), layer.name, concurrency, window, /*shared_memory=*/true)
+              .GflopPerSecond();
+      d_direct.push_back(g_direct);
+      d_best.push_back(g_best);
+      d_daemon.push_back(g_daemon);
+      const double g_reg = DaemonLevel(daemon->address(), layer.name, concurrency, window,
+                                       /*shared_memory=*/true, weight_id)
+                               .GflopPerSecond();
+      d_shm.push_back(g_shm);
+      d_reg.push_back(g_reg);
+      r_reg.push_back(g_reg / g_best);
+      r_best.push_back(g_daemon / g_best);
+      r_shm.push_back(g_shm / g_best);
+      r_direct.push_back(g_daemon / g_direct);
+    }
+    std::printf("%-17s %7.1f | %-17s %-17s %-17s %-17s %-17s | %-14s %-14s %-14s %-14s [%s]\n",
+                layer.name.c_str(), p.flops() * 1e-6, Fmt(Summarize(d_direct)).c_str(),
+                Fmt(Summarize(d_best)).c_str(), Fmt(Summarize(d_daemon)).c_str(),
+                Fmt(Summarize(d_shm)).c_str(), Fmt(Summarize(d_reg)).c_str(),
+                Fmt(Summarize(r_best), "%.2f").c_str(), Fmt(Summarize(r_shm), "%.2f").c_str(),
+                Fmt(Summarize(r_reg), "%.2f").c_str(), Fmt(Summarize(r_direct), "%.2f").c_str(),
+                wino.algorithm().c_str());
+    std::fflush(stdout);
+  }
+  std::printf("GFLOP/s and ratios as min/median/max over rounds; 'best' = the faster of direct "
+              "and Winograd in-process; 'daemon shm' = tensors in system shared memory; "
+              "'shm+reg' = the same with the weights registered once (weight_id)\n");
+  return daemon->Stop(SIGTERM).value_or(1);
+}
+
 
 int Batching() {
   const int concurrency = absl::GetFlag(FLAGS_batching_concurrency);
