@@ -25,6 +25,7 @@
 #include "client/shared_memory_client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/shm_object.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
 #include "tests/testing/wait_for.h"
@@ -43,43 +44,8 @@ using inference::ModelInferResponse;
 
 constexpr absl::Duration kPatience = absl::Seconds(10);
 
-// A POSIX shared-memory object created as a client would; unlinked at the end.
-class ShmObject {
- public:
-  explicit ShmObject(size_t bytes) : bytes_(bytes) {
-    static std::atomic<int> counter{0};
-    key_ = absl::StrCat("/sparkle-shm-e2e.", getpid(), ".", counter.fetch_add(1));
-    fd_ = shm_open(key_.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    EXPECT_GE(fd_, 0) << std::strerror(errno);
-    EXPECT_EQ(ftruncate(fd_, static_cast<off_t>(bytes)), 0);
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    data_ = static_cast<uint8_t*>(p);
-  }
-  ~ShmObject() {
-    munmap(data_, bytes_);
-    close(fd_);
-    shm_unlink(key_.c_str());
-  }
-  const std::string& key() const { return key_; }
-  uint8_t* data() const { return data_; }
-
- private:
-  size_t bytes_;
-  std::string key_;
-  int fd_ = -1;
-  uint8_t* data_ = nullptr;
-};
-
-// Mappings of `key` in this process (the test's own and the in-process server's).
-int MappingsOf(const std::string& key) {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (absl::StrContains(line, absl::StrCat("/dev/shm", key))) ++n;
-  }
-  return n;
-}
+using ::sparkle::testing::MappingsOf;
+using ::sparkle::testing::ShmObject;
 
 // gRPC's in-process transport reports the peer as "unknown", which the locality check of
 // --shared_memory=local refuses (it cannot tell where such a caller is): the tests that call

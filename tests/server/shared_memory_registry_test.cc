@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/shm_object.h"
 #include "server/scheduling_client.h"
 #include "server/shared_memory_rpcs.h"
 
@@ -31,46 +32,8 @@ using ::testing::HasSubstr;
 
 constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
 
-// A POSIX shared-memory object the test creates (as a client would) and unlinks at the end.
-class TestObject {
- public:
-  explicit TestObject(size_t bytes, mode_t mode = 0600) : bytes_(bytes) {
-    static std::atomic<int> counter{0};
-    key_ = absl::StrCat("/sparkle-shm-test.", getpid(), ".", counter.fetch_add(1));
-    fd_ = shm_open(key_.c_str(), O_CREAT | O_EXCL | O_RDWR, mode);
-    EXPECT_GE(fd_, 0) << std::strerror(errno);
-    EXPECT_EQ(fchmod(fd_, mode), 0);
-    EXPECT_EQ(ftruncate(fd_, static_cast<off_t>(bytes)), 0);
-    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    EXPECT_NE(p, MAP_FAILED);
-    data_ = static_cast<uint8_t*>(p);
-  }
-  ~TestObject() {
-    munmap(data_, bytes_);
-    close(fd_);
-    Unlink();
-  }
-  void Unlink() { shm_unlink(key_.c_str()); }
-  void Truncate(size_t bytes) { ASSERT_EQ(ftruncate(fd_, static_cast<off_t>(bytes)), 0); }
-  const std::string& key() const { return key_; }
-  uint8_t* data() const { return data_; }
-
- private:
-  size_t bytes_;
-  std::string key_;
-  int fd_ = -1;
-  uint8_t* data_ = nullptr;
-};
-
-// Lines of /proc/self/maps and links in /proc/self/fd that name the object `key`.
-int MappingsOf(const std::string& key) {
-  std::ifstream maps("/proc/self/maps");
-  int n = 0;
-  for (std::string line; std::getline(maps, line);) {
-    if (absl::StrContains(line, absl::StrCat("/dev/shm", key))) ++n;
-  }
-  return n;
-}
+using ::sparkle::testing::MappingsOf;
+using ::sparkle::testing::ShmObject;
 
 std::unique_ptr<SharedMemoryRegistry> NewRegistry(SharedMemoryRegistry::Options options = {}) {
   auto registry = SharedMemoryRegistry::Create(options);
@@ -91,7 +54,7 @@ TEST(SharedMemoryRegistryTest, CreateValidatesOptions) {
 }
 
 TEST(SharedMemoryRegistryTest, FindSeesTheClientsBytesBothWays) {
-  TestObject object(4096);
+  ShmObject object(4096);
   auto registry = NewRegistry();
   // An offset that is not page-aligned.
   ASSERT_TRUE(registry->Register("alice", "r", object.key(), 100, 1000).ok());
@@ -111,7 +74,7 @@ TEST(SharedMemoryRegistryTest, FindSeesTheClientsBytesBothWays) {
 }
 
 TEST(SharedMemoryRegistryTest, KeyWithoutLeadingSlashNamesTheSameObject) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "r", object.key().substr(1), 0, 64).ok());
   object.data()[3] = 9;
@@ -119,7 +82,7 @@ TEST(SharedMemoryRegistryTest, KeyWithoutLeadingSlashNamesTheSameObject) {
 }
 
 TEST(SharedMemoryRegistryTest, RejectsBadNamesAndKeys) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   EXPECT_EQ(registry->Register("o", "", object.key(), 0, 64).code(),
             absl::StatusCode::kInvalidArgument);
@@ -148,7 +111,7 @@ TEST(SharedMemoryRegistryTest, UnknownObjectIsNotFound) {
 }
 
 TEST(SharedMemoryRegistryTest, ObjectTheDaemonMayNotOpenIsPermissionDenied) {
-  TestObject object(64, 0600);
+  ShmObject object(64, 0600);
   auto registry = NewRegistry();
   // Root opens anything: act as nobody for the call (this thread is the only one).
   const bool root = geteuid() == 0;
@@ -167,7 +130,7 @@ TEST(SharedMemoryRegistryTest, ObjectTheDaemonMayNotOpenIsPermissionDenied) {
 }
 
 TEST(SharedMemoryRegistryTest, RegionMustFitTheObject) {
-  TestObject object(4096);
+  ShmObject object(4096);
   auto registry = NewRegistry();
   EXPECT_EQ(registry->Register("o", "r", object.key(), 0, 0).code(),
             absl::StatusCode::kInvalidArgument);
@@ -186,7 +149,7 @@ TEST(SharedMemoryRegistryTest, RegionMustFitTheObject) {
 }
 
 TEST(SharedMemoryRegistryTest, SameNameTwiceIsAlreadyExistsPerOwner) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("alice", "r", object.key(), 0, 64).ok());
   const absl::Status s = registry->Register("alice", "r", object.key(), 0, 32);
@@ -199,7 +162,7 @@ TEST(SharedMemoryRegistryTest, SameNameTwiceIsAlreadyExistsPerOwner) {
 }
 
 TEST(SharedMemoryRegistryTest, OwnersAreIsolated) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("alice", "r", object.key(), 0, 64).ok());
   EXPECT_EQ(registry->Find("bob", "r", 0, 1).status().code(), absl::StatusCode::kNotFound);
@@ -212,7 +175,7 @@ TEST(SharedMemoryRegistryTest, OwnersAreIsolated) {
 }
 
 TEST(SharedMemoryRegistryTest, StatusListsOneOrAllSortedByName) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "b", object.key(), 8, 16).ok());
   ASSERT_TRUE(registry->Register("o", "a", object.key(), 0, 64).ok());
@@ -231,7 +194,7 @@ TEST(SharedMemoryRegistryTest, StatusListsOneOrAllSortedByName) {
 }
 
 TEST(SharedMemoryRegistryTest, UnregisterOneOrAllOfTheOwner) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "a", object.key(), 0, 64).ok());
   ASSERT_TRUE(registry->Register("o", "b", object.key(), 0, 64).ok());
@@ -250,7 +213,7 @@ TEST(SharedMemoryRegistryTest, UnregisterOneOrAllOfTheOwner) {
 }
 
 TEST(SharedMemoryRegistryTest, FindChecksTheRangeWithoutOverflow) {
-  TestObject object(4096);
+  ShmObject object(4096);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "r", object.key(), 96, 1000).ok());
   EXPECT_TRUE(registry->Find("o", "r", 0, 1000).ok());
@@ -271,7 +234,7 @@ TEST(SharedMemoryRegistryTest, FindChecksTheRangeWithoutOverflow) {
 }
 
 TEST(SharedMemoryRegistryTest, ShrunkObjectIsAnErrorNotACrash) {
-  TestObject object(8192);
+  ShmObject object(8192);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "r", object.key(), 0, 8192).ok());
   object.Truncate(4096);
@@ -283,7 +246,7 @@ TEST(SharedMemoryRegistryTest, ShrunkObjectIsAnErrorNotACrash) {
 }
 
 TEST(SharedMemoryRegistryTest, LimitsOnRegionsAndBytes) {
-  TestObject object(2 << 20);
+  ShmObject object(2 << 20);
   auto registry = NewRegistry({.max_regions = 2, .max_bytes = 1 << 20});
   ASSERT_TRUE(registry->Register("o", "a", object.key(), 0, 1 << 19).ok());
   absl::Status s = registry->Register("p", "b", object.key(), 0, (1 << 19) + 1);
@@ -303,7 +266,7 @@ TEST(SharedMemoryRegistryTest, LimitsOnRegionsAndBytes) {
 }
 
 TEST(SharedMemoryRegistryTest, SpanKeepsAnUnregisteredRegionMapped) {
-  auto object = std::make_unique<TestObject>(4096);
+  auto object = std::make_unique<ShmObject>(4096);
   const std::string key = object->key();
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "r", key, 0, 4096).ok());
@@ -323,7 +286,7 @@ TEST(SharedMemoryRegistryTest, SpanKeepsAnUnregisteredRegionMapped) {
 }
 
 TEST(SharedMemoryRegistryTest, UnregisterUnmapsWhenNoSpanHoldsTheRegion) {
-  TestObject object(4096);
+  ShmObject object(4096);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "r", object.key(), 0, 4096).ok());
   EXPECT_EQ(MappingsOf(object.key()), 2);
@@ -333,7 +296,7 @@ TEST(SharedMemoryRegistryTest, UnregisterUnmapsWhenNoSpanHoldsTheRegion) {
 }
 
 TEST(SharedMemoryRegistryTest, ConcurrentFindRegisterUnregister) {
-  TestObject object(4096);
+  ShmObject object(4096);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("o", "stable", object.key(), 0, 4096).ok());
   std::atomic<bool> stop{false};
@@ -365,7 +328,7 @@ TEST(SharedMemoryRegistryTest, ConcurrentFindRegisterUnregister) {
 // The cost of Find (mutex + map lookup + fstat), and of the fstat alone. Run by hand:
 //   shared_memory_registry_test --gtest_also_run_disabled_tests --gtest_filter='*FindCost*'
 TEST(SharedMemoryRegistryTest, DISABLED_FindCost) {
-  TestObject object(1 << 20);
+  ShmObject object(1 << 20);
   auto registry = NewRegistry();
   ASSERT_TRUE(registry->Register("some-client", "region", object.key(), 0, 1 << 20).ok());
   constexpr int kIterations = 200000;
@@ -409,7 +372,7 @@ TEST(SharedMemoryRpcsTest, LocalPeers) {
 }
 
 TEST(SharedMemoryRpcsTest, RegisterStatusUnregisterScopedToTheCaller) {
-  TestObject object(256);
+  ShmObject object(256);
   auto registry = NewRegistry();
   const CallIdentity alice{"alice", /*authenticated=*/true, Role::kInfer};
   const CallIdentity bob{"bob", true, Role::kInfer};
@@ -448,7 +411,7 @@ TEST(SharedMemoryRpcsTest, RegisterStatusUnregisterScopedToTheCaller) {
 }
 
 TEST(SharedMemoryRpcsTest, RemotePeerNeedsAllowRemote) {
-  TestObject object(64);
+  ShmObject object(64);
   auto registry = NewRegistry();
   const CallIdentity caller{"ipv4:10.1.2.3:5000", false, Role::kAdmin};
   inference::SystemSharedMemoryRegisterRequest reg;
