@@ -1,6 +1,7 @@
 #include "server/tensor_buffer_pool.h"
 
 #include <cstdlib>
+#include <cstring>
 #include <new>
 #include <utility>
 
@@ -11,6 +12,17 @@ namespace {
 
 constexpr int64_t kAlignment = 64;
 constexpr int kMinExponent = 12;  // 4 KiB
+// From this capacity on, a new buffer's pages are faulted in (written once) where it is made,
+// on the calling server thread, as the old zero-filled response buffer was: left to the engine,
+// a 252 MiB output faulted page by page held the CPU pool ~0.5 s longer per job, and every small
+// job waited behind it. (MAP_POPULATE did not do as well: 1.3 s of compute vs 1.0 s, measured.)
+constexpr int64_t kTouchFrom = int64_t{1} << 20;
+
+uint8_t* Allocate(int64_t capacity) {
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(kAlignment, capacity));
+  if (p != nullptr && capacity >= kTouchFrom) std::memset(p, 0, capacity);
+  return p;
+}
 
 }  // namespace
 
@@ -90,7 +102,7 @@ absl::StatusOr<TensorBufferPool::Buffer> TensorBufferPool::Get(int64_t bytes) {
     }
     ++counters_.allocated;
   }
-  buffer.data_ = static_cast<uint8_t*>(std::aligned_alloc(kAlignment, capacity));
+  buffer.data_ = Allocate(capacity);
   if (buffer.data_ == nullptr) {
     absl::MutexLock lock(&mu_);
     counters_.in_use_bytes -= capacity;

@@ -3,8 +3,10 @@
 // allocated: a fresh page costs ~11 µs here (docs/operations.md "Memory"), and zero-filling or
 // faulting a new output buffer per request is what the pool removes. Capacities are quarter
 // powers of two (≤ 19 % above the size asked for) from 4 KiB; idle buffers are kept up to
-// max_idle_bytes in total and the rest freed. Buffers in use belong to admitted jobs, so the
-// engine's in-flight budget bounds them (docs/operations.md "Memory bounds"). Thread-safe.
+// max_idle_bytes in total and the rest freed. From 1 MiB, a new buffer's pages are faulted in
+// when it is made, on the caller's thread, not one by one later inside the engine's compute.
+// Buffers in use belong to admitted jobs, so the engine's in-flight budget bounds them
+// (docs/operations.md "Memory bounds"). Thread-safe.
 #pragma once
 
 #include <cstdint>

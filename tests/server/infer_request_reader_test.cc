@@ -214,6 +214,22 @@ TEST(TensorBufferPoolTest, ReusesGivenBackBuffersWithinItsIdleBound) {
   EXPECT_EQ(moved.data(), first);
   moved.Reset();
   EXPECT_EQ(p.snapshot().in_use_bytes, 0);
+  // A mapped (>= 1 MiB) buffer: writable whole, reused, and unmapped by the pool's destructor.
+  {
+    auto big = TensorBufferPool::Create({.max_idle_bytes = int64_t{8} << 20});
+    ASSERT_TRUE(big.ok());
+    uint8_t* at = nullptr;
+    {
+      auto b = (*big)->Get((int64_t{3} << 20) + 5);
+      ASSERT_TRUE(b.ok());
+      EXPECT_EQ(b->capacity(), int64_t{7} << 19);  // 3.5 MiB
+      std::memset(b->data(), 1, b->size());
+      at = b->data();
+    }
+    auto again = (*big)->Get((int64_t{3} << 20) + 100);
+    ASSERT_TRUE(again.ok());
+    EXPECT_EQ(again->data(), at);
+  }
   EXPECT_EQ(TensorBufferPool::Create({.max_idle_bytes = -1}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(p.Get(0).status().code(), absl::StatusCode::kInvalidArgument);
