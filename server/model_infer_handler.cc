@@ -95,7 +95,7 @@ void ModelInferHandler::RecordRejection(const absl::Status& status, bool queue_f
   }
 }
 
-bool ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdentity& caller,
+void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdentity& caller,
                                absl::Time deadline, CancelFlag cancelled, Done done) {
   auto pending = std::make_unique<PendingInfer>();
   pending->received = absl::Now();
@@ -106,7 +106,6 @@ bool ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
     reply.id = pending->view.header().id();
     reply.queue_full = queue_full;
     done(std::move(reply));
-    return false;
   };
   const int64_t length = static_cast<int64_t>(request.Length());
   if (metrics_ != nullptr) metrics_->RecordRequestBytes(length);
@@ -205,9 +204,7 @@ bool ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
     reply.id = id;
     reply.queue_full = IsQueueFull(status);
     reply_to(std::move(reply));
-    return false;
   }
-  return true;
 }
 
 }  // namespace sparkle

@@ -53,12 +53,9 @@ class ModelInferHandler {
   // Handles one request. `done` runs exactly once: on this thread before Handle returns when
   // the request is refused (unreadable, invalid, not admitted), otherwise on an engine thread
   // when the job completes. The request's bytes are kept alive until then. `caller` names the
-  // client for fair scheduling and owns its shared-memory regions. Returns true when the engine
-  // accepted the job (done will run later).
-  bool Handle(const grpc::ByteBuffer& request, const CallIdentity& caller, absl::Time deadline,
+  // client for fair scheduling and owns its shared-memory regions.
+  void Handle(const grpc::ByteBuffer& request, const CallIdentity& caller, absl::Time deadline,
               CancelFlag cancelled, Done done);
-
-  Engine* engine() const { return engine_; }
 
  private:
   void RecordRejection(const absl::Status& status, bool queue_full);
