@@ -30,9 +30,11 @@ TEST(CompletionExecutorTest, RunsEveryTaskOffThePostingThreadAndDrainsOnDestruct
 // A slow task (a reply to a slow client) does not hold the others: with two threads, the
 // second task completes while the first still blocks.
 TEST(CompletionExecutorTest, ASlowTaskDoesNotBlockTheNext) {
+  // Declared before the executor: its destructor joins the thread that still waits on
+  // `release`, so `release` must outlive it.
+  absl::Notification release, second_ran;
   auto executor = CompletionExecutor::Create({.threads = 2});
   ASSERT_TRUE(executor.ok());
-  absl::Notification release, second_ran;
   (*executor)->Post([&] { release.WaitForNotification(); });
   (*executor)->Post([&] { second_ran.Notify(); });
   EXPECT_TRUE(second_ran.WaitForNotificationWithTimeout(absl::Seconds(30)));
