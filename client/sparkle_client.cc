@@ -121,7 +121,9 @@ absl::StatusOr<std::unique_ptr<SparkleClient>> SparkleClient::Connect(const Opti
     // opens its own TCP connection instead of sharing the process-wide one.
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("sparkle.channel_index", i);
-    if (target->round_robin) args.SetServiceConfigJSON(std::string(kRoundRobinServiceConfig));
+    // round_robin + health checking for several daemons; for all: retry on UNAVAILABLE.
+    args.SetServiceConfigJSON(std::string(target->round_robin ? kRoundRobinServiceConfig
+                                                              : kSingleTargetServiceConfig));
     channels.push_back(grpc::CreateCustomChannel(target->channel_target, *credentials, args));
   }
   for (const auto& channel : channels) {

@@ -16,7 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 ALL_TARGETS=(request_parser_fuzz weight_upload_fuzz weight_file_fuzz tuning_cache_fuzz npy_fuzz
-             token_file_fuzz)
+             token_file_fuzz rest_request_fuzz)
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-20}"
 BUILD="${FUZZ_BUILD_DIR:-build-fuzz}"
 JOBS="${FUZZ_BUILD_JOBS:-2}"

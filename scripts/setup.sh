@@ -21,9 +21,29 @@ PACKAGES=(
   # Metrics (docs/metrics.md): prometheus-cpp; the Prometheus server and curl for the scrape
   # test, which runs its own prometheus (the packaged service is kept from starting below).
   prometheus-cpp-dev prometheus curl
+  # KServe v2 REST (docs/protocol.md): cpp-httplib for HTTP/HTTPS, RapidJSON for JSON.
+  libcpp-httplib-dev rapidjson-dev
   # Fuzzing (docs/operations.md#fuzzing, scripts/fuzz.sh): libFuzzer with clang-15.
   clang-15 libfuzzer-15-dev
+  # Scale-out tests (tests/scaleout/, docs/operations.md "Scale-out: DNS, proxies"): network
+  # namespaces (ip), a real DNS server (dnsmasq binary only, no service) and a real L7 proxy
+  # (nginx; the test runs its own, the packaged service is kept from starting below).
+  iproute2 dnsmasq-base nginx
+  # Container image test (tests/deploy/container_test.sh, docs/operations.md "Container image"):
+  # podman with runc (crun fails here), a debootstrapped Debian base, rootless helpers podman
+  # expects; python3-yaml for the Kubernetes manifests test (tests/deploy/k8s_manifests_test.sh).
+  podman runc debootstrap uidmap fuse-overlayfs slirp4netns python3-yaml
 )
+# `kubectl kustomize` for the manifests test: a kubectl already on PATH (any source) is kept;
+# else the `kubectl` package where an apt source offers it, else Debian 12's kubernetes-client
+# (kubectl 1.20, kustomize v2: deploy/k8s is kept to what it builds).
+if ! command -v kubectl >/dev/null; then
+  if apt-cache policy kubectl 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    PACKAGES+=(kubectl)
+  else
+    PACKAGES+=(kubernetes-client)
+  fi
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -9,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh -DSPARKLE_BUILD_TESTS=ON -DSPARKLE_BUILD_BENCH=ON -DSPARKLE_GPU=emu
-# setup.sh installed prometheus, so the Prometheus scrape test must run, never skip.
-(cd build && SPARKLE_REQUIRE_PROMETHEUS=1 ctest --output-on-failure -j 2 --timeout 900 "$@")
+# setup.sh installed prometheus, podman/debootstrap, dnsmasq and nginx, so the Prometheus scrape,
+# container and scale-out tests must run, never skip (they need root, which CI has).
+(cd build && SPARKLE_REQUIRE_PROMETHEUS=1 SPARKLE_REQUIRE_CONTAINER=1 SPARKLE_REQUIRE_NETNS=1 \
+   ctest --output-on-failure -j 2 --timeout 900 "$@")
 # The whole suite again under ASan+UBSan (build-asan), the engine tests under TSan (build-tsan).
 scripts/test_sanitizers.sh
 scripts/test_gpu_builds.sh

@@ -10,25 +10,32 @@ namespace sparkle {
 
 absl::StatusOr<CallIdentity> CallAuth::Check(grpc::ServerContextBase* context,
                                              absl::string_view method, Access access) const {
-  CallIdentity identity;
+  absl::string_view header;
   if (options_.authenticator != nullptr) {
-    absl::string_view header;
     const auto& metadata = context->client_metadata();
     if (auto it = metadata.find("authorization"); it != metadata.end()) {
       header = absl::string_view(it->second.data(), it->second.size());
     }
-    absl::StatusOr<Caller> caller = options_.authenticator->Authenticate(header);
+  }
+  return Check(header, context->peer(), method, access);
+}
+
+absl::StatusOr<CallIdentity> CallAuth::Check(absl::string_view authorization,
+                                             absl::string_view peer, absl::string_view method,
+                                             Access access) const {
+  CallIdentity identity;
+  if (options_.authenticator != nullptr) {
+    absl::StatusOr<Caller> caller = options_.authenticator->Authenticate(authorization);
     if (!caller.ok()) {
       spdlog::debug("refused {} from {} (no valid bearer token): {}", std::string(method),
-                    context->peer(),
-                    caller.status().ToString());
+                    std::string(peer), caller.status().ToString());
       return caller.status();
     }
     identity.name = std::move(caller->name);
     identity.role = caller->role;
     identity.authenticated = true;
   } else {
-    identity.name = context->peer();
+    identity.name = std::string(peer);
   }
   if (access == Access::kAdmin) {
     absl::Status refused;
@@ -43,7 +50,7 @@ absl::StatusOr<CallIdentity> CallAuth::Check(grpc::ServerContextBase* context,
     }
     if (!refused.ok()) {
       spdlog::debug("refused {} from '{}' ({}): {}", std::string(method), identity.name,
-                    context->peer(),
+                    std::string(peer),
                     refused.ToString());
       return refused;
     }

@@ -1,4 +1,4 @@
-// CallAuth: the one gRPC-side access check every handler runs first. It authenticates the call
+// CallAuth: the one access check every handler (gRPC or REST) runs first. It authenticates the call
 // (bearer token, server/authenticator.h) when tokens are on, enforces the role the RPC needs, and
 // refuses admin calls on the public listener when a separate --admin_listen listener exists.
 // Refusals are logged at debug level with the caller's identity (never the token).
@@ -50,6 +50,10 @@ class CallAuth {
   // public listener while --admin_listen is set), else the caller.
   absl::StatusOr<CallIdentity> Check(grpc::ServerContextBase* context, absl::string_view method,
                                      Access access) const;
+  // The same for a call another transport carried (REST): `authorization` is the header's
+  // value ("" when absent), `peer` the caller's address in gRPC's form ("ipv4:10.0.0.1:5555").
+  absl::StatusOr<CallIdentity> Check(absl::string_view authorization, absl::string_view peer,
+                                     absl::string_view method, Access access) const;
 
   bool tokens_on() const { return options_.authenticator != nullptr; }
 

@@ -7,6 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "server/log_settings.h"
+#include "server/model_repository_rpcs.h"
 #include "server/scheduling_client.h"
 #include "server/shared_memory_rpcs.h"
 #include "server/status_convert.h"
@@ -40,23 +42,15 @@ class InferReactor final : public grpc::ServerUnaryReactor {
 // The caller's identity, or the refusal (server/call_auth.h).
 absl::StatusOr<CallIdentity> Authorize(const CallAuth* auth,
                                        grpc::CallbackServerContext* context,
-                                       absl::string_view method) {
+                                       absl::string_view method,
+                                       Access access = Access::kInfer) {
   if (auth == nullptr) return CallIdentity{context->peer()};
-  return auth->Check(context, method, Access::kInfer);
+  return auth->Check(context, method, access);
 }
 
 absl::Time FromChrono(std::chrono::system_clock::time_point t) {
   if (t == std::chrono::system_clock::time_point::max()) return absl::InfiniteFuture();
   return absl::FromChrono(t);
-}
-
-void AddTensorMetadata(const char* name, int rank,
-                       google::protobuf::RepeatedPtrField<
-                           inference::ModelMetadataResponse::TensorMetadata>* list) {
-  auto* t = list->Add();
-  t->set_name(name);
-  t->set_datatype("FP32");
-  for (int i = 0; i < rank; ++i) t->add_shape(-1);
 }
 
 }  // namespace
@@ -100,10 +94,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
   if (auto caller = Authorize(options_.auth, context, "ServerMetadata"); !caller.ok()) {
     return FinishNow(context, caller.status());
   }
-  response->set_name("sparkled");
-  response->set_version(SPARKLE_VERSION);
-  response->add_extensions("schedule_policy");  // priority and timeout parameters
-  if (options_.shared_memory != nullptr) response->add_extensions("system_shared_memory");
+  FillServerMetadata(options_.shared_memory != nullptr, response);
   return FinishNow(context, absl::OkStatus());
 }
 
@@ -114,15 +105,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
     return FinishNow(context, caller.status());
   }
   absl::Status status = CheckModel(request->name(), request->version());
-  if (status.ok()) {
-    response->set_name(kModelName);
-    response->add_versions(kModelVersion);
-    response->set_platform("sparkle_conv2d");
-    AddTensorMetadata("input", 4, response->mutable_inputs());
-    AddTensorMetadata("weight", 4, response->mutable_inputs());
-    AddTensorMetadata("bias", 1, response->mutable_inputs());
-    AddTensorMetadata("output", 4, response->mutable_outputs());
-  }
+  if (status.ok()) FillModelMetadata(response);
   return FinishNow(context, status);
 }
 
@@ -142,7 +125,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                       context->AddTrailingMetadata("grpc-retry-pushback-ms", pushback);
                       context->AddTrailingMetadata("retry-after-ms", pushback);
                     }
-                    if (reply.status.ok()) *response = std::move(reply.response);
+                    if (reply.status.ok()) *response = ToResponseBuffer(&reply);
                     reactor->Finish(ToGrpcStatus(reply.status));
                   });
   return reactor;
@@ -240,6 +223,65 @@ grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryUnregister(
     return FinishNow(context, c.status());
   }
   return FinishNow(context, CudaSharedMemoryUnsupported("CudaSharedMemoryUnregister"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
+    grpc::CallbackServerContext* context, const inference::RepositoryIndexRequest* request,
+    inference::RepositoryIndexResponse* response) {
+  if (auto c = Authorize(options_.auth, context, "RepositoryIndex"); !c.ok()) {
+    return FinishNow(context, c.status());
+  }
+  ListModelRepository(Ready(), *request, response);
+  return FinishNow(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+    inference::RepositoryModelLoadResponse*) {
+  auto caller = Authorize(options_.auth, context, "RepositoryModelLoad", Access::kAdmin);
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  absl::Status status = LoadModel(*request);
+  spdlog::info("RepositoryModelLoad '{}' from '{}': {}", request->model_name(), caller->name,
+               status.ok() ? "built in, nothing to load" : status.ToString());
+  return FinishNow(context, status);
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+    inference::RepositoryModelUnloadResponse*) {
+  auto caller = Authorize(options_.auth, context, "RepositoryModelUnload", Access::kAdmin);
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  absl::Status status = UnloadModel(*request);
+  spdlog::info("RepositoryModelUnload '{}' from '{}': {}", request->model_name(), caller->name,
+               status.ToString());
+  return FinishNow(context, status);
+}
+
+grpc::ServerUnaryReactor* InferenceService::TraceSetting(
+    grpc::CallbackServerContext* context, const inference::TraceSettingRequest*,
+    inference::TraceSettingResponse*) {
+  if (auto c = Authorize(options_.auth, context, "TraceSetting"); !c.ok()) {
+    return FinishNow(context, c.status());
+  }
+  return FinishNow(context,
+                   absl::UnimplementedError(
+                       "sparkled has no request tracing; use the Prometheus metrics at "
+                       "--metrics_address (GET /metrics) and sparklectl stats (ModelStatistics)"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::LogSettings(
+    grpc::CallbackServerContext* context, const inference::LogSettingsRequest* request,
+    inference::LogSettingsResponse* response) {
+  // Reading is an infer call; changing anything is an admin call.
+  const bool update = !request->settings().empty();
+  auto caller = Authorize(options_.auth, context, "LogSettings",
+                          update ? Access::kAdmin : Access::kInfer);
+  if (!caller.ok()) return FinishNow(context, caller.status());
+  if (!update) {
+    ReadLogSettings(response);
+    return FinishNow(context, absl::OkStatus());
+  }
+  return FinishNow(context, UpdateLogSettings(*request, caller->name, response));
 }
 
 }  // namespace sparkle

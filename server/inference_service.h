@@ -23,8 +23,14 @@ class SharedMemoryRegistry;
 
 // Every RPC with the callback API; ModelInfer and ModelStreamInfer raw (ByteBuffer in and out).
 // (CallbackService cannot be the base: it already binds the two to generated messages.)
+// An RPC of the proto missing from this chain stays a synchronous method of Rpcs::Service that
+// answers UNIMPLEMENTED with an empty message: every RPC must be listed here.
 namespace internal {
 using Rpcs = inference::GRPCInferenceService;
+using RepositoryAndLogRpcs = Rpcs::WithCallbackMethod_RepositoryIndex<
+    Rpcs::WithCallbackMethod_RepositoryModelLoad<Rpcs::WithCallbackMethod_RepositoryModelUnload<
+        Rpcs::WithCallbackMethod_TraceSetting<Rpcs::WithCallbackMethod_LogSettings<
+            Rpcs::Service>>>>>;
 using InferenceServiceBase = Rpcs::WithCallbackMethod_ServerLive<
     Rpcs::WithCallbackMethod_ServerReady<Rpcs::WithCallbackMethod_ModelReady<
         Rpcs::WithCallbackMethod_ServerMetadata<Rpcs::WithCallbackMethod_ModelMetadata<
@@ -36,7 +42,7 @@ using InferenceServiceBase = Rpcs::WithCallbackMethod_ServerLive<
                                 Rpcs::WithCallbackMethod_CudaSharedMemoryStatus<
                                     Rpcs::WithCallbackMethod_CudaSharedMemoryRegister<
                                         Rpcs::WithCallbackMethod_CudaSharedMemoryUnregister<
-                                            Rpcs::Service>>>>>>>>>>>>>>>;
+                                            RepositoryAndLogRpcs>>>>>>>>>>>>>>>;
 }  // namespace internal
 
 class InferenceService final : public internal::InferenceServiceBase {
@@ -118,9 +124,33 @@ class InferenceService final : public internal::InferenceServiceBase {
       const inference::CudaSharedMemoryUnregisterRequest* request,
       inference::CudaSharedMemoryUnregisterResponse* response) override;
 
+  // Triton's model-repository extension (server/model_repository_rpcs.h): the index needs the
+  // infer role, Load and Unload the admin role.
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* context,
+      const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
+  // Triton's trace extension: UNIMPLEMENTED with a message (no request tracing).
+  grpc::ServerUnaryReactor* TraceSetting(grpc::CallbackServerContext* context,
+                                         const inference::TraceSettingRequest* request,
+                                         inference::TraceSettingResponse* response) override;
+  // Triton's log-settings extension (server/log_settings.h): an empty request reads (infer
+  // role), a request with settings changes them (admin role).
+  grpc::ServerUnaryReactor* LogSettings(grpc::CallbackServerContext* context,
+                                        const inference::LogSettingsRequest* request,
+                                        inference::LogSettingsResponse* response) override;
+
   // ServerReady and ModelReady answer false from now on, while requests are still served
   // (--drain_delay: load balancers move away before anything is refused).
   void StopAdvertisingReady() { advertise_ready_.store(false, std::memory_order_relaxed); }
+  // ServerReady's answer: advertising, and the engine not draining (REST's /v2/health/ready).
+  bool ready() const { return Ready(); }
 
   // ModelInfer calls whose reply gRPC has not finished sending (their reactor's OnDone has not
   // run), and stream requests whose reply has not been written. A draining server waits for 0

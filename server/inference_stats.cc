@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "absl/time/clock.h"
+
 namespace sparkle {
 namespace {
 
@@ -45,6 +47,14 @@ void InferenceStats::Record(const RequestOutcome& outcome) {
   b.input_ns_samples += input * 1e9 * n;
   b.infer_ns_samples += s.compute * 1e9 * n;
   b.output_ns_samples += output * 1e9 * n;
+}
+
+void InferenceStats::RecordRefused(absl::Time received) {
+  RequestOutcome outcome;
+  outcome.code = absl::StatusCode::kUnknown;  // any failure: only ok-or-not matters here
+  outcome.received = received;
+  outcome.timestamps.done = absl::Now();
+  Record(outcome);
 }
 
 InferenceStats::Snapshot InferenceStats::Get() const {

@@ -8,6 +8,15 @@
 //   compute_input    CPU: batch_formation (worker pickup, input gather); GPU: h2d
 //   compute_infer    compute
 //   compute_output   CPU: output (scatter of a batch's output); GPU: d2h
+// What counts in fail (as Triton: a request that reached the model and did not succeed): a
+// request that was read and names conv2d (version empty or 1), then was refused or failed:
+// invalid (any parse error but an unknown model or version), over a cost limit or the in-flight
+// budget, queue full, draining, deadline expired, cancelled, device or compute error. Its
+// duration runs from receipt to the refusal or the engine's done. Not counted anywhere here:
+// calls refused before the request is read (authentication, a message above
+// --max_message_bytes, bytes that are not a ModelInferRequest) and requests for another
+// model or version (NOT_FOUND), which are not this model's (Triton keeps no statistics for them
+// either). Prometheus counts every refusal (sparkle_rejected_requests_total, docs/metrics.md).
 // Stage statistics count successful requests only. Per batch size (N of the executed batch),
 // `executions` counts executed batches: each request of n samples in a batch of N adds n/N of
 // an execution, so whole batches give whole counts (see BatchSizes()).
@@ -44,7 +53,11 @@ class InferenceStats {
     std::vector<BatchSize> batch_sizes;             // ascending batch_size
   };
 
+  // A request the engine completed (successfully or not).
   void Record(const RequestOutcome& outcome);
+  // A request for this model refused before the engine took it (see "What counts in fail"):
+  // counts in fail, `received` to now.
+  void RecordRefused(absl::Time received);
   Snapshot Get() const;
 
  private:

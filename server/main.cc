@@ -74,6 +74,16 @@ ABSL_FLAG(std::string, metrics_address, "127.0.0.1:8002",
           "Prometheus endpoint host:port serving GET /metrics, plain HTTP without "
           "authentication, no tensor data (port 0 picks a free one); default loopback; empty "
           "turns metrics off");
+ABSL_FLAG(std::string, http_listen, "127.0.0.1:8000",
+          "KServe v2 HTTP/REST listen address host:port (Triton's port; port 0 picks a free "
+          "one), with the same tokens, limits and TLS certificate as --listen; default loopback; "
+          "empty turns REST off");
+ABSL_FLAG(int, http_threads, 16,
+          "REST worker threads: REST requests served at once (more connections wait), [1, 1024]");
+ABSL_FLAG(int64_t, http_max_json_bytes, int64_t{16} << 20,
+          "largest JSON part of a REST infer request in bytes, [4096, 2147483647] (a smaller "
+          "--max_message_bytes is the limit then); large tensors go as binary data "
+          "(binary_data_size)");
 ABSL_FLAG(int, threads, 0,
           "CPU threads for compute; 0 = the CPUs this process may use (affinity and cgroup "
           "quota), [0, 1024]");
@@ -163,6 +173,9 @@ sparkle::ServerOptions OptionsFromFlags() {
   o.shm_max_regions = absl::GetFlag(FLAGS_shm_max_regions);
   o.shm_max_bytes = absl::GetFlag(FLAGS_shm_max_bytes);
   o.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  o.http_address = absl::GetFlag(FLAGS_http_listen);
+  o.http_threads = absl::GetFlag(FLAGS_http_threads);
+  o.http_max_json_bytes = absl::GetFlag(FLAGS_http_max_json_bytes);
   sparkle::EngineOptions& e = o.engine;
   e.cpu.threads = absl::GetFlag(FLAGS_threads);
   e.cpu.allow_winograd = absl::GetFlag(FLAGS_winograd);

@@ -12,16 +12,29 @@
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
-namespace {
 
-// What a response's output slice keeps until gRPC drops it: the pooled buffer the engine wrote,
-// and the job's share of the in-flight budget (which thus covers the response being sent).
-struct OutputLease {
+struct InferOutput::Lease {
   TensorBufferPool::Buffer buffer;
   Engine::Admission admission;
 };
 
-void ReleaseOutputLease(void* lease) { delete static_cast<OutputLease*>(lease); }
+InferOutput::InferOutput() = default;
+InferOutput::InferOutput(std::unique_ptr<Lease> lease) : lease_(std::move(lease)) {}
+InferOutput::InferOutput(InferOutput&&) noexcept = default;
+InferOutput& InferOutput::operator=(InferOutput&&) noexcept = default;
+InferOutput::~InferOutput() = default;
+const char* InferOutput::data() const {
+  return lease_ == nullptr ? nullptr : reinterpret_cast<const char*>(lease_->buffer.data());
+}
+int64_t InferOutput::size() const { return lease_ == nullptr ? 0 : lease_->buffer.size(); }
+
+grpc::Slice InferOutput::ToSlice() && {
+  Lease* lease = lease_.release();
+  return grpc::Slice(lease->buffer.data(), static_cast<size_t>(lease->buffer.size()),
+                     [](void* p) { delete static_cast<Lease*>(p); }, lease);
+}
+
+namespace {
 
 void AppendVarint(uint64_t value, std::string* out) {
   while (value >= 0x80) {
@@ -31,10 +44,19 @@ void AppendVarint(uint64_t value, std::string* out) {
   out->push_back(static_cast<char>(value));
 }
 
+int VarintSize(uint64_t value) {
+  int n = 1;
+  for (; value >= 0x80; value >>= 7) ++n;
+  return n;
+}
+
+}  // namespace
+
 // One request from acceptance to its reply: the bytes its tensors point into, what it parsed
 // (copies, regions, registered weights), the output buffer and the admission.
-struct PendingInfer {
-  std::vector<grpc::Slice> slices;
+struct ModelInferHandler::Pending {
+  std::vector<grpc::Slice> slices;    // gRPC: the request's bytes
+  std::shared_ptr<const void> bytes;  // other adapters: what holds the request's bytes
   InferRequestView view;
   ParsedInferRequest parsed;
   TensorBufferPool::Buffer output;
@@ -43,15 +65,21 @@ struct PendingInfer {
   absl::Time received;
 };
 
-// The ModelInferResponse: model, version, id and the output's metadata, serialized into one
-// small slice; then the output bytes as raw_output_contents (field 6), handed over as the pooled
-// buffer itself, unless the output went to a shared-memory region.
-grpc::ByteBuffer BuildResponse(PendingInfer& pending, int64_t* response_bytes) {
-  const Conv2dParams& p = pending.parsed.params;
-  inference::ModelInferResponse header;
+namespace {
+
+// The reply of a completed job: model, version, id and the output's metadata, and the output
+// bytes (none when they went to a shared-memory region). Sets the response's size as gRPC
+// sends it.
+InferReply BuildReply(const ParsedInferRequest& parsed, const std::string& id,
+                      TensorBufferPool::Buffer output, Engine::Admission admission,
+                      int64_t* response_bytes) {
+  const Conv2dParams& p = parsed.params;
+  InferReply reply;
+  reply.id = id;
+  inference::ModelInferResponse& header = reply.header;
   header.set_model_name(kModelName);
   header.set_model_version(kModelVersion);
-  header.set_id(pending.view.header().id());
+  header.set_id(id);
   auto* out = header.add_outputs();
   out->set_name("output");
   out->set_datatype("FP32");
@@ -60,24 +88,29 @@ grpc::ByteBuffer BuildResponse(PendingInfer& pending, int64_t* response_bytes) {
   } else {
     for (int64_t d : {p.n, p.k, p.p(), p.q()}) out->add_shape(d);
   }
-  std::string bytes = header.SerializeAsString();
-  if (!pending.output) {  // in shared memory
-    *response_bytes = static_cast<int64_t>(bytes.size());
-    grpc::Slice slice(bytes);
-    return grpc::ByteBuffer(&slice, 1);
+  *response_bytes = static_cast<int64_t>(header.ByteSizeLong());
+  if (output) {
+    const int64_t size = output.size();
+    *response_bytes += 1 + VarintSize(static_cast<uint64_t>(size)) + size;
+    reply.output = InferOutput(std::make_unique<InferOutput::Lease>(
+        InferOutput::Lease{std::move(output), std::move(admission)}));
   }
-  const int64_t output_bytes = pending.output.size();
-  bytes.push_back(static_cast<char>((6 << 3) | 2));  // raw_output_contents, length-delimited
-  AppendVarint(static_cast<uint64_t>(output_bytes), &bytes);
-  *response_bytes = static_cast<int64_t>(bytes.size()) + output_bytes;
-  auto* lease = new OutputLease{std::move(pending.output), std::move(pending.admission)};
-  grpc::Slice slices[2] = {grpc::Slice(bytes),
-                           grpc::Slice(lease->buffer.data(), static_cast<size_t>(output_bytes),
-                                       &ReleaseOutputLease, lease)};
-  return grpc::ByteBuffer(slices, 2);
+  return reply;
 }
 
 }  // namespace
+
+grpc::ByteBuffer ToResponseBuffer(InferReply* reply) {
+  std::string bytes = reply->header.SerializeAsString();
+  if (reply->output.data() == nullptr) {  // in shared memory
+    grpc::Slice slice(bytes);
+    return grpc::ByteBuffer(&slice, 1);
+  }
+  bytes.push_back(static_cast<char>((6 << 3) | 2));  // raw_output_contents, length-delimited
+  AppendVarint(static_cast<uint64_t>(reply->output.size()), &bytes);
+  grpc::Slice slices[2] = {grpc::Slice(bytes), std::move(reply->output).ToSlice()};
+  return grpc::ByteBuffer(slices, 2);
+}
 
 ModelInferHandler::ModelInferHandler(Engine* engine, TensorBufferPool* pool,
                                      SharedMemoryRegistry* shared_memory, InferenceStats* stats,
@@ -89,36 +122,34 @@ ModelInferHandler::ModelInferHandler(Engine* engine, TensorBufferPool* pool,
       metrics_(metrics),
       options_(options) {}
 
-void ModelInferHandler::RecordRejection(const absl::Status& status, bool queue_full) {
+void ModelInferHandler::Refuse(const absl::Status& status, bool queue_full,
+                               const std::string& id, const Done& done) {
   if (metrics_ != nullptr) {
     metrics_->RecordRejection(RejectReasonFor(status, queue_full, engine_->draining()));
   }
+  InferReply reply;
+  reply.status = status;
+  reply.id = id;
+  reply.queue_full = queue_full;
+  done(std::move(reply));
 }
 
 void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdentity& caller,
                                absl::Time deadline, CancelFlag cancelled, Done done) {
-  auto pending = std::make_unique<PendingInfer>();
+  auto pending = std::make_unique<Pending>();
   pending->received = absl::Now();
-  auto refuse = [&](const absl::Status& status, bool queue_full) {
-    RecordRejection(status, queue_full);
-    InferReply reply;
-    reply.status = status;
-    reply.id = pending->view.header().id();
-    reply.queue_full = queue_full;
-    done(std::move(reply));
-  };
   const int64_t length = static_cast<int64_t>(request.Length());
   if (metrics_ != nullptr) metrics_->RecordRequestBytes(length);
   // Checked before reading, so that an oversized request costs nothing more (gRPC itself refuses
   // anything above twice the limit).
   if (length > options_.limits.max_request_bytes) {
-    return refuse(absl::ResourceExhaustedError(absl::StrCat(
+    return Refuse(absl::ResourceExhaustedError(absl::StrCat(
                       "the request is ", length, " bytes, above the ",
                       options_.limits.max_request_bytes, "-byte message limit max_message_bytes")),
-                  false);
+                  false, "", done);
   }
   if (!request.Dump(&pending->slices).ok()) {
-    return refuse(absl::InternalError("cannot read the request's bytes"), false);
+    return Refuse(absl::InternalError("cannot read the request's bytes"), false, "", done);
   }
   std::vector<absl::string_view> pieces;
   pieces.reserve(pending->slices.size());
@@ -126,8 +157,35 @@ void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
     pieces.emplace_back(reinterpret_cast<const char*>(s.begin()), s.size());
   }
   if (absl::Status read = ReadInferRequest(pieces, &pending->view); !read.ok()) {
-    return refuse(read, false);
+    return Refuse(read, false, "", done);
   }
+  Run(std::move(pending), caller, deadline, std::move(cancelled), std::move(done));
+}
+
+void ModelInferHandler::Handle(InferRequestView view, std::shared_ptr<const void> bytes,
+                               const CallIdentity& caller, absl::Time deadline,
+                               CancelFlag cancelled, Done done) {
+  auto pending = std::make_unique<Pending>();
+  pending->received = absl::Now();
+  if (metrics_ != nullptr) metrics_->RecordRequestBytes(view.serialized_bytes);
+  pending->view = std::move(view);
+  pending->bytes = std::move(bytes);
+  Run(std::move(pending), caller, deadline, std::move(cancelled), std::move(done));
+}
+
+void ModelInferHandler::Run(std::unique_ptr<Pending> pending, const CallIdentity& caller,
+                            absl::Time deadline, CancelFlag cancelled, Done done) {
+  // The request was read: a refusal from here on counts in ModelStatistics' fail when it names
+  // this model (server/inference_stats.h, "What counts in fail").
+  const bool for_model =
+      CheckModel(pending->view.header().model_name(), pending->view.header().model_version())
+          .ok();
+  const absl::Time received = pending->received;
+  auto refuse = [&](const absl::Status& status, bool queue_full, const std::string& id,
+                    const Done& reply_to) {
+    if (for_model) stats_->RecordRefused(received);
+    Refuse(status, queue_full, id, reply_to);
+  };
   const std::string client = SchedulingClient(caller);  // token name, or peer host
   ParseContext context;
   context.limits = options_.limits;
@@ -139,18 +197,21 @@ void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
   if (!parsed.ok()) {
     spdlog::debug("ModelInfer id='{}' rejected: {}", pending->view.header().id(),
                   parsed.status().ToString());
-    return refuse(parsed.status(), false);
+    return refuse(parsed.status(), false, pending->view.header().id(), done);
   }
   pending->parsed = *std::move(parsed);
   const Conv2dParams& p = pending->parsed.params;
   // Admission (cost limits, in-flight budget) before the output buffer exists.
   absl::StatusOr<Engine::Admission> admission = engine_->Admit(p);
-  if (!admission.ok()) return refuse(admission.status(), IsQueueFull(admission.status()));
+  if (!admission.ok()) {
+    return refuse(admission.status(), IsQueueFull(admission.status()),
+                  pending->view.header().id(), done);
+  }
   pending->admission = *std::move(admission);
   float* output = pending->parsed.output_in_region;
   if (output == nullptr) {
     absl::StatusOr<TensorBufferPool::Buffer> buffer = pool_->Get(p.output_elements() * 4);
-    if (!buffer.ok()) return refuse(buffer.status(), false);
+    if (!buffer.ok()) return refuse(buffer.status(), false, pending->view.header().id(), done);
     pending->output = *std::move(buffer);
     output = reinterpret_cast<float*>(pending->output.data());
   }
@@ -168,14 +229,18 @@ void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
   job->cancelled = std::move(cancelled);
   job->client = client;
   pending->done = std::move(done);
-  PendingInfer* raw = pending.get();
+  Pending* raw = pending.get();
   job->done = [pending = std::move(pending), stats = stats_, metrics = metrics_](
                   const absl::Status& status, const ExecTimestamps& timestamps) mutable {
-    InferReply reply;
-    reply.status = status;
-    reply.id = pending->view.header().id();
     int64_t response_bytes = 0;
-    if (status.ok()) reply.response = BuildResponse(*pending, &response_bytes);
+    InferReply reply;
+    if (status.ok()) {
+      reply = BuildReply(pending->parsed, pending->view.header().id(), std::move(pending->output),
+                         std::move(pending->admission), &response_bytes);
+    } else {
+      reply.status = status;
+      reply.id = pending->view.header().id();
+    }
     // Recorded before the reply (< 1 us: sparkle_bench metrics_record), so that a client that
     // has its response also sees it counted in ModelStatistics and /metrics.
     RequestOutcome outcome;
@@ -188,7 +253,7 @@ void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
     if (metrics != nullptr) metrics->RecordOutcome(outcome);
     ModelInferHandler::Done reply_to = std::move(pending->done);
     // The request's bytes, copies and regions go before the reply; the output buffer and the
-    // admission go with the response's last slice.
+    // admission go with the reply's output.
     pending.reset();
     reply_to(std::move(reply));
   };
@@ -198,12 +263,7 @@ void ModelInferHandler::Handle(const grpc::ByteBuffer& request, const CallIdenti
     Done reply_to = std::move(raw->done);
     const std::string id = raw->view.header().id();
     job.reset();
-    RecordRejection(status, IsQueueFull(status));
-    InferReply reply;
-    reply.status = status;
-    reply.id = id;
-    reply.queue_full = IsQueueFull(status);
-    reply_to(std::move(reply));
+    refuse(status, IsQueueFull(status), id, reply_to);
   }
 }
 

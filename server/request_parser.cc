@@ -270,8 +270,10 @@ absl::Status CheckShape(const InputTensor& t, int rank, absl::string_view layout
   return absl::OkStatus();
 }
 
-// The requested outputs: only `output`, optionally into a shared-memory region. Other keys
-// (binary_data, classification) are the clients' own and ignored.
+// The requested outputs: only `output`, optionally into a shared-memory region. Any other key
+// is refused, never ignored: a client that asked for `classification` (tritonclient's
+// class_count) would otherwise take the raw tensor for its top-k. REST-only keys (binary_data)
+// are stripped by the REST adapter before the parser, so they are refused here too.
 absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& request) {
   TensorSource source;
   for (const auto& requested : request.outputs()) {
@@ -280,7 +282,17 @@ absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& requ
           "unknown requested output '", requested.name(), "' (the conv2d model has 'output')"));
     }
     for (const auto& [key, value] : requested.parameters()) {
-      SPARKLE_RETURN_IF_ERROR(TakeSharedMemoryParameter(key, value, &source).status());
+      SPARKLE_ASSIGN_OR_RETURN(bool shm, TakeSharedMemoryParameter(key, value, &source));
+      if (shm) continue;
+      if (key == "classification") {
+        return absl::InvalidArgumentError(
+            "requested output 'output' has parameter 'classification' (class_count): the conv2d "
+            "model returns the whole output tensor and cannot classify; request it without "
+            "class_count");
+      }
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown parameter '", key, "' on requested output 'output' (known: "
+          "shared_memory_region, shared_memory_byte_size, shared_memory_offset)"));
     }
   }
   SPARKLE_RETURN_IF_ERROR(CheckSharedMemoryParameters("requested output 'output'", source));

@@ -70,6 +70,14 @@ struct ServerOptions {
   // off (nothing recorded, no HTTP server). A port in use fails startup. Plain HTTP, no
   // authentication (counters only, no tensor data): loopback by default.
   std::string metrics_address = "127.0.0.1:8002";
+  // KServe v2 HTTP/REST listener, host:port (server/rest_service.h; port 0 picks a free one).
+  // Same authentication, limits and TLS certificate as gRPC. Empty: no REST.
+  std::string http_address = "127.0.0.1:8000";
+  // REST worker threads: REST requests served at once. Range [1, 1024].
+  int http_threads = 16;
+  // Largest JSON part of a REST infer request, bytes. Range [4 KiB, 2^31 - 1]; a smaller
+  // max_message_bytes is the limit then.
+  int64_t http_max_json_bytes = int64_t{16} << 20;
   EngineOptions engine;
   // Runs once when the first drain begins (SIGTERM or Control.Drain), after admission stopped;
   // main.cc reports it to systemd. May be empty. Runs on the draining thread; must not block.

@@ -14,6 +14,7 @@
 #include "server/authenticator.h"
 #include "server/call_auth.h"
 #include "server/certificate_watcher.h"
+#include "server/rest_service.h"
 #include "server/control_service.h"
 #include "server/drainer.h"
 #include "server/inference_service.h"
@@ -22,6 +23,7 @@
 #include "server/inference_stats.h"
 #include "server/server_metrics.h"
 #include "server/tls_credentials.h"
+#include "server/unknown_method_service.h"
 #include "spdlog/spdlog.h"
 
 namespace sparkle {
@@ -149,12 +151,16 @@ struct SparkleServer::Impl {
   std::unique_ptr<ServerMetrics> metrics;  // null when --metrics_address is empty
   std::unique_ptr<Engine> engine;
   std::unique_ptr<InferenceService> inference;
+  std::unique_ptr<RestService> rest;  // null without --http_listen
   std::unique_ptr<ControlService> control;
   std::unique_ptr<Authenticator> authenticator;     // null: tokens off
   std::unique_ptr<CertificateWatcher> certificate;  // null: TLS off
   std::unique_ptr<CallAuth> public_auth;
   std::unique_ptr<CallAuth> admin_auth;
   std::unique_ptr<ControlService> admin_control;    // null without --admin_listen
+  // Answer methods no service has (UNIMPLEMENTED naming the method); one per grpc::Server,
+  // declared before the servers so that they outlive them.
+  UnknownMethodService unknown_methods, admin_unknown_methods;
   std::unique_ptr<grpc::Server> admin_server;       // null without --admin_listen
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<Drainer> drainer;
@@ -284,6 +290,25 @@ absl::StatusOr<std::unique_ptr<SparkleServer>> SparkleServer::Start(
   }
   impl->inference = std::make_unique<InferenceService>(impl->engine.get(), inference_options,
                                                        &impl->stats, impl->metrics.get());
+  if (!options.http_address.empty()) {
+    RestService::Options rest;
+    rest.address = options.http_address;
+    rest.threads = options.http_threads;
+    rest.limits = inference_options.limits;
+    rest.max_json_bytes = options.http_max_json_bytes;
+    rest.retry_after_ms = options.retry_after_ms;
+    rest.auth = impl->public_auth.get();
+    rest.shared_memory = impl->shared_memory.get();
+    rest.shared_memory_allow_remote = inference_options.shared_memory_allow_remote;
+    rest.pool = impl->pool.get();
+    rest.certificate = impl->certificate.get();
+    rest.require_client_certificate = !options.tls_client_ca_file.empty();
+    rest.ready = [inference = impl->inference.get()] { return inference->ready(); };
+    SPARKLE_ASSIGN_OR_RETURN(impl->rest, RestService::Create(impl->engine.get(), &impl->stats,
+                                                             impl->metrics.get(), rest));
+    spdlog::info("KServe v2 REST on {}://{}", impl->certificate != nullptr ? "https" : "http",
+                 impl->rest->address());
+  }
   impl->control = std::make_unique<ControlService>(impl->engine.get(), options.listen_address);
   if (impl->metrics != nullptr) impl->control->SetMetricsAddress(impl->metrics->address());
   security.auth = impl->public_auth.get();
@@ -318,6 +343,7 @@ absl::StatusOr<std::unique_ptr<SparkleServer>> SparkleServer::Start(
     admin_builder.AddListeningPort(options.admin_listen_address,
                                    credentials_for(options.admin_listen_address), &admin_port);
     admin_builder.RegisterService(impl->admin_control.get());
+    admin_builder.RegisterCallbackGenericService(&impl->admin_unknown_methods);
     configure(admin_builder);
     impl->admin_server = admin_builder.BuildAndStart();
     if (impl->admin_server == nullptr || admin_port == 0) {
@@ -336,6 +362,7 @@ absl::StatusOr<std::unique_ptr<SparkleServer>> SparkleServer::Start(
   builder.AddListeningPort(options.listen_address, credentials_for(options.listen_address), &port);
   builder.RegisterService(impl->inference.get());
   builder.RegisterService(impl->control.get());
+  builder.RegisterCallbackGenericService(&impl->unknown_methods);
   configure(builder);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || port == 0) {
@@ -368,6 +395,10 @@ void SparkleServer::Wait() { impl_->shutdown_done.WaitForNotification(); }
 
 const std::string& SparkleServer::address() const { return impl_->address; }
 
+std::string SparkleServer::http_address() const {
+  return impl_->rest != nullptr ? impl_->rest->address() : "";
+}
+
 std::shared_ptr<grpc::Channel> SparkleServer::InProcessChannel() const {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(-1);
@@ -384,6 +415,9 @@ bool SparkleServer::Healthy() const {
 
 absl::Status SparkleServer::DrainForExit(absl::Time deadline) {
   const absl::Status status = impl_->DrainAcceptedWork(deadline);
+  // REST: stop listening; the replies still being written get the wait below (the workers
+  // themselves are not waited for: the process exits, idle keep-alive connections close).
+  if (impl_->rest != nullptr) impl_->rest->StopAccepting();
   // Replies of accepted calls still being sent: gRPC gets up to a second for them.
   const absl::Time flushed_by = absl::Now() + absl::Seconds(1);
   while (impl_->inference->unsent_replies() > 0 && absl::Now() < flushed_by) {
@@ -419,6 +453,7 @@ absl::Status SparkleServer::Shutdown(absl::Time deadline) {
   impl_->server->Shutdown(grace);
   if (impl_->admin_server != nullptr) impl_->admin_server->Wait();
   impl_->server->Wait();
+  if (impl_->rest != nullptr) impl_->rest->Stop();
   // /metrics reads the engine; recording goes on while late jobs complete.
   if (impl_->metrics != nullptr) impl_->metrics->StopEndpoint();
   {

@@ -46,6 +46,8 @@ class SparkleServer {
   bool Healthy() const;
 
   const std::string& address() const;
+  // The REST listener's bound address ("" without one).
+  std::string http_address() const;
 
   // A channel into the main listener's services without any socket (gRPC's in-process
   // transport), for in-process tests: no credentials, no size limit on the client side. Its

@@ -51,15 +51,17 @@ StreamInferReactor::Base* StreamInferReactor::Refused(const grpc::Status& status
   return new RefusedStream(status);
 }
 
-grpc::ByteBuffer StreamInferReactor::FrameReply(const InferReply& reply) {
+grpc::ByteBuffer StreamInferReactor::FrameReply(InferReply* reply_in) {
+  const InferReply& reply = *reply_in;
   if (reply.status.ok()) {
+    const grpc::ByteBuffer response = ToResponseBuffer(reply_in);
     std::vector<grpc::Slice> slices;
-    if (!reply.response.Dump(&slices).ok()) slices.clear();
+    if (!response.Dump(&slices).ok()) slices.clear();
     // 0x12 <varint length>: at most 1 + 10 bytes.
     uint8_t header[11];
     size_t n = 0;
     header[n++] = kInferResponseTag;
-    uint64_t length = reply.response.Length();
+    uint64_t length = response.Length();
     while (length >= 0x80) {
       header[n++] = static_cast<uint8_t>(length | 0x80);
       length >>= 7;
@@ -114,8 +116,7 @@ void StreamInferReactor::OnReadDone(bool ok) {
 }
 
 void StreamInferReactor::OnReply(InferReply reply) {
-  grpc::ByteBuffer framed = FrameReply(reply);
-  reply.response.Clear();  // the framed copy holds the slices now
+  grpc::ByteBuffer framed = FrameReply(&reply);  // holds the output's slice now
   Actions actions;
   {
     absl::MutexLock lock(&mu_);

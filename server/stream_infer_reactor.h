@@ -60,7 +60,8 @@ class StreamInferReactor final
   // The ModelStreamInferResponse bytes for one handler reply: `0x12 <varint len>` followed by
   // the ModelInferResponse slices (not copied) when OK; otherwise error_message "[CODE]
   // message" (message cut at 1 KiB) and an infer_response naming model, version and `id`.
-  static grpc::ByteBuffer FrameReply(const InferReply& reply);
+  // Takes the reply's output.
+  static grpc::ByteBuffer FrameReply(InferReply* reply);
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;

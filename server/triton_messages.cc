@@ -82,4 +82,38 @@ void FillModelStatistics(const InferenceStats::Snapshot& stats, inference::Model
   }
 }
 
+namespace {
+
+void AddTensorMetadata(const char* name, int rank,
+                       google::protobuf::RepeatedPtrField<
+                           inference::ModelMetadataResponse::TensorMetadata>* list) {
+  auto* t = list->Add();
+  t->set_name(name);
+  t->set_datatype("FP32");
+  for (int i = 0; i < rank; ++i) t->add_shape(-1);
+}
+
+}  // namespace
+
+void FillServerMetadata(bool shared_memory, inference::ServerMetadataResponse* out) {
+  out->set_name("sparkled");
+  out->set_version(SPARKLE_VERSION);
+  // Triton's extension names, for what sparkled serves (docs/protocol.md).
+  for (const char* extension : {"model_configuration", "statistics", "schedule_policy",
+                                "model_repository", "logging", "binary_tensor_data"}) {
+    out->add_extensions(extension);
+  }
+  if (shared_memory) out->add_extensions("system_shared_memory");
+}
+
+void FillModelMetadata(inference::ModelMetadataResponse* out) {
+  out->set_name(kModelName);
+  out->add_versions(kModelVersion);
+  out->set_platform("sparkle_conv2d");
+  AddTensorMetadata("input", 4, out->mutable_inputs());
+  AddTensorMetadata("weight", 4, out->mutable_inputs());
+  AddTensorMetadata("bias", 1, out->mutable_inputs());
+  AddTensorMetadata("output", 4, out->mutable_outputs());
+}
+
 }  // namespace sparkle

@@ -17,4 +17,13 @@ void FillModelConfig(const Engine& engine, inference::ModelConfig* config);
 
 void FillModelStatistics(const InferenceStats::Snapshot& stats, inference::ModelStatistics* out);
 
+// ServerMetadata: name sparkled, the build's version, and Triton's names of the extensions
+// served (model_configuration, statistics, schedule_policy, model_repository, logging,
+// binary_tensor_data; system_shared_memory when `shared_memory` is on).
+void FillServerMetadata(bool shared_memory, inference::ServerMetadataResponse* out);
+
+// ModelMetadata of conv2d: version 1, platform sparkle_conv2d, inputs input and weight (FP32,
+// 4 dims of -1) and bias (FP32, [-1]), output (FP32, 4 dims of -1).
+void FillModelMetadata(inference::ModelMetadataResponse* out);
+
 }  // namespace sparkle

@@ -364,6 +364,57 @@ TEST_F(SecurityProcessTest, RotatedCertificateReachesNewConnectionsWithoutRestar
   EXPECT_EQ(new_cn, "sparkled-two");
 }
 
+// KServe v2 REST with the same certificate, client CA and tokens as gRPC, checked with curl:
+// mTLS and a token are needed (health excepted), plaintext and a missing or foreign client
+// certificate are refused at the handshake, and a rotated certificate reaches new connections.
+TEST_F(SecurityProcessTest, RestUsesTheSameTlsClientCaTokensAndRotation) {
+  if (QuietShell("command -v curl") != 0) GTEST_SKIP() << "curl missing (scripts/setup.sh)";
+  std::vector<std::string> args = TlsArgs();
+  args.push_back("--http_listen=127.0.0.1:0");
+  auto daemon = DaemonProcess::Start(SPARKLED_PATH, args);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const std::string log = (*daemon)->Log();
+  const std::string marker = "KServe v2 REST on https://127.0.0.1:";
+  const size_t at = log.find(marker);
+  ASSERT_NE(at, std::string::npos) << log;
+  const size_t start = at + marker.size();
+  const std::string port = log.substr(start, log.find('\n', start) - start);
+  // curl, its status code on stdout: "000" when the handshake failed.
+  auto curl = [&](const std::string& path, const std::string& client, const std::string& token,
+                  const std::string& scheme = "https") {
+    std::string cmd = absl::StrCat("curl -s -o /dev/null -w '%{http_code}' --max-time 10 ",
+                                   "--resolve localhost:", port, ":127.0.0.1 --cacert ", dir_,
+                                   "/ca1.crt ");
+    if (!client.empty()) {
+      absl::StrAppend(&cmd, "--cert ", dir_, "/", client, ".crt --key ", dir_, "/", client,
+                      ".key ");
+    }
+    if (!token.empty()) absl::StrAppend(&cmd, "-H 'Authorization: Bearer ", token, "' ");
+    absl::StrAppend(&cmd, scheme, "://localhost:", port, path);
+    return ::sparkle::testing::RunCommand(cmd).output;
+  };
+  EXPECT_EQ(curl("/v2/health/ready", "client1", ""), "200");
+  EXPECT_EQ(curl("/v2", "client1", ""), "401");
+  EXPECT_EQ(curl("/v2", "client1", kInferToken), "200");
+  EXPECT_EQ(curl("/v2", "", kInferToken), "000");         // no client certificate
+  EXPECT_EQ(curl("/v2", "client2", kInferToken), "000");  // signed by another CA
+  EXPECT_EQ(curl("/v2", "client1", kInferToken, "http"), "000");  // plaintext
+  // The served certificate's subject, on a new connection.
+  auto subject = [&] {
+    return ::sparkle::testing::RunCommand(absl::StrCat(
+               "openssl s_client -connect 127.0.0.1:", port, " -cert ", dir_,
+               "/client1.crt -key ", dir_, "/client1.key </dev/null 2>/dev/null | ",
+               "openssl x509 -noout -subject"))
+        .output;
+  };
+  EXPECT_THAT(subject(), HasSubstr("sparkled-one"));
+  SignServer("sparkled-two", "server.crt");
+  EXPECT_TRUE(WaitFor([&] { return absl::StrContains(subject(), "sparkled-two"); },
+                      absl::Seconds(10), absl::Milliseconds(200)))
+      << subject();
+  EXPECT_EQ(curl("/v2", "client1", kInferToken), "200");
+}
+
 TEST_F(SecurityProcessTest, EditedTokenFileTakesEffectWithoutRestart) {
   auto daemon = DaemonProcess::Start(SPARKLED_PATH, TlsArgs());
   ASSERT_TRUE(daemon.ok()) << daemon.status();

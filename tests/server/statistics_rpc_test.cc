@@ -140,7 +140,8 @@ TEST_F(StatisticsRpcTest, ModelStatisticsCountWhatWasSentAndAgreeWithMetrics) {
   const inference::InferStatistics& s = m.inference_stats();
   EXPECT_EQ(s.success().count(), 9u);
   EXPECT_GT(s.success().ns(), 0u);
-  EXPECT_EQ(s.fail().count(), 0u);  // the rejected request never reached the model
+  // The invalid request named conv2d: it counts as a failure (Triton's rule), outside success.
+  EXPECT_EQ(s.fail().count(), 1u);
   EXPECT_EQ(s.queue().count(), 9u);
   EXPECT_EQ(s.compute_infer().count(), 9u);
   EXPECT_GT(s.compute_infer().ns(), 0u);
@@ -174,7 +175,7 @@ TEST_F(StatisticsRpcTest, ModelStatisticsCountWhatWasSentAndAgreeWithMetrics) {
       RunCommand(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats")).output;
   EXPECT_THAT(table,
               HasSubstr(absl::StrCat("model conv2d version 1: 9 ok (", samples,
-                                     " samples), 0 failed, ", m.execution_count(), " executions")));
+                                     " samples), 1 failed, ", m.execution_count(), " executions")));
   EXPECT_THAT(table, HasSubstr("compute_infer         9"));
   EXPECT_THAT(
       RunCommand(absl::StrCat(SPARKLECTL_PATH, " --target=", daemon_->address(), " stats --json"))

@@ -17,14 +17,17 @@ absl::StatusOr<std::unique_ptr<DaemonProcess>> DaemonProcess::Start(
   std::vector<std::string> argv_storage = {binary};
   bool has_listen = false;
   bool has_metrics = false;
+  bool has_http = false;
   for (const std::string& a : args) {
     has_listen |= absl::StartsWith(a, "--listen");
     has_metrics |= absl::StartsWith(a, "--metrics_address");
+    has_http |= absl::StartsWith(a, "--http_listen");
     argv_storage.push_back(a);
   }
   if (!has_listen) argv_storage.push_back("--listen=127.0.0.1:0");
   // Daemons started side by side must not compete for the default metrics port 8002.
   if (!has_metrics) argv_storage.push_back("--metrics_address=127.0.0.1:0");
+  if (!has_http) argv_storage.push_back("--http_listen=127.0.0.1:0");  // nor for REST's 8000
   std::vector<char*> argv;
   for (std::string& a : argv_storage) argv.push_back(a.data());
   argv.push_back(nullptr);

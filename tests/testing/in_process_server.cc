@@ -20,6 +20,7 @@ absl::StatusOr<std::unique_ptr<InProcessServer>> InProcessServer::Start(Options 
   ServerOptions& o = options.server;
   o.listen_address = absl::StrCat("unix:", s->dir_, "/sparkled.sock");
   if (!options.keep_metrics) o.metrics_address.clear();
+  if (!options.keep_http) o.http_address.clear();
   EngineOptions& e = o.engine;
   if (e.cpu.threads == 0) e.cpu.threads = 1;
   if (!e.open_gpus) {

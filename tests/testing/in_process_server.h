@@ -28,10 +28,11 @@ class InProcessServer {
  public:
   struct Options {
     // Used as given, except: listen_address is replaced by a UNIX socket in a temporary
-    // directory, and metrics_address is cleared unless keep_metrics. engine.cpu.threads
-    // defaults to 1 here (set it to change).
+    // directory, metrics_address is cleared unless keep_metrics and http_address unless
+    // keep_http. engine.cpu.threads defaults to 1 here (set it to change).
     ServerOptions server;
     bool keep_metrics = false;
+    bool keep_http = false;
     // FakeGpuDevices opened through engine.open_gpus (0: a CPU-only engine whose fallback
     // reason is "test: no GPU"). With any, set engine rates (cpu_gflops, gpu_gflops,
     // gpu_transfer_gbps) are given fixed defaults so that Create runs no probe through them.
