@@ -293,18 +293,26 @@ struct RestService::Impl {
 
   void Infer(const httplib::Request& req, httplib::Response& res,
              const httplib::ContentReader& content_reader) {
+    // A refusal before the body is read whole leaves the rest of it in the socket, where it
+    // would be read as the next request: such a reply closes the connection.
+    auto refuse_unread = [&](const absl::Status& status) {
+      res.set_header("Connection", "close");
+      Reply(res, status);
+    };
     absl::StatusOr<CallIdentity> caller = Authorize(req, "ModelInfer", Access::kInfer);
-    if (!caller.ok()) return Reply(res, caller.status());
+    if (!caller.ok()) return refuse_unread(caller.status());
     const auto [name, version] = ModelOf(req);
-    if (absl::Status model = CheckModel(name, version); !model.ok()) return Reply(res, model);
+    if (absl::Status model = CheckModel(name, version); !model.ok()) {
+      return refuse_unread(model);
+    }
     const int64_t limit = options.limits.max_request_bytes;
     int64_t length = -1;
     if (req.has_header("Content-Length") &&
         (!absl::SimpleAtoi(req.get_header_value("Content-Length"), &length) || length < 0)) {
-      return Reply(res, absl::InvalidArgumentError("Content-Length is not a byte count"));
+      return refuse_unread(absl::InvalidArgumentError("Content-Length is not a byte count"));
     }
     if (length > limit) {
-      return Reply(res, absl::ResourceExhaustedError(absl::StrCat(
+      return refuse_unread(absl::ResourceExhaustedError(absl::StrCat(
                             "the request is ", length, " bytes, above the ", limit,
                             "-byte message limit --max_message_bytes")));
     }
@@ -312,8 +320,8 @@ struct RestService::Impl {
     if (req.has_header(kHeaderLength) &&
         (!absl::SimpleAtoi(req.get_header_value(kHeaderLength), &header_length) ||
          header_length < 0 || (length >= 0 && header_length > length))) {
-      return Reply(res, absl::InvalidArgumentError(absl::StrCat(
-                            kHeaderLength, " must be a byte count within the body")));
+      return refuse_unread(absl::InvalidArgumentError(
+          absl::StrCat(kHeaderLength, " must be a byte count within the body")));
     }
     BodyReader body_reader(options.pool, header_length,
                            std::min(options.max_json_bytes, limit));
@@ -324,12 +332,13 @@ struct RestService::Impl {
       return body_reader.Feed(data, n);
     });
     if (read > limit) {
-      return Reply(res, absl::ResourceExhaustedError(absl::StrCat(
-                            "the request is above the ", limit,
-                            "-byte message limit --max_message_bytes")));
+      return refuse_unread(absl::ResourceExhaustedError(absl::StrCat(
+          "the request is above the ", limit, "-byte message limit --max_message_bytes")));
     }
-    if (!complete && body_reader.status().ok()) {
-      return Reply(res, absl::InvalidArgumentError("the request body could not be read"));
+    if (!complete) {
+      return refuse_unread(body_reader.status().ok()
+                               ? absl::InvalidArgumentError("the request body could not be read")
+                               : body_reader.status());
     }
     absl::StatusOr<std::shared_ptr<RestBody>> body = body_reader.Finish();
     if (!body.ok()) return Reply(res, body.status());

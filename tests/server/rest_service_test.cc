@@ -318,11 +318,17 @@ TEST(RestServiceTest, EveryErrorGetsItsStatusAndAMessage) {
        R"({"inputs": [{"name": "input", "datatype": "FP16", "shape": [1], "data": [1]}]})", 400,
        "cannot be sent as JSON"},
   };
+  // One keep-alive connection: a refusal that left part of its body unread must not leave it to
+  // be read as the next request (the good request after each case).
+  client->set_keep_alive(true);
   for (const Case& c : cases) {
     auto res = client->Post(kInfer, c.headers, c.body, "application/json");
     ASSERT_TRUE(res) << c.name;
     EXPECT_EQ(res->status, c.status) << c.name << ": " << res->body;
     EXPECT_THAT(ErrorOf(*res), HasSubstr(c.message)) << c.name << ": " << res->body;
+    auto next = PostBinary(*client, good);
+    ASSERT_TRUE(next) << c.name;
+    EXPECT_EQ(next->status, 200) << "after " << c.name << ": " << next->body;
   }
   auto wrong_model = client->Post("/v2/models/resnet/infer", JsonRequest(Small()),
                                   "application/json");
