@@ -363,14 +363,19 @@ struct RestService::Impl {
     // The one requested output ("output"), or the request's default.
     const bool binary = b->request.binary_outputs.empty() ? b->request.binary_data_output
                                                           : b->request.binary_outputs.front();
-    InferReply reply;
-    absl::Notification done;
+    // Shared with the done callback, which may still be inside Notify() when the wait returns.
+    struct Waiter {
+      InferReply reply;
+      absl::Notification done;
+    };
+    auto waiter = std::make_shared<Waiter>();
     handler->Handle(std::move(view), *std::move(body), *caller, absl::InfiniteFuture(),
-                    std::make_shared<std::atomic<bool>>(false), [&](InferReply r) {
-                      reply = std::move(r);
-                      done.Notify();
+                    std::make_shared<std::atomic<bool>>(false), [waiter](InferReply r) {
+                      waiter->reply = std::move(r);
+                      waiter->done.Notify();
                     });
-    done.WaitForNotification();
+    waiter->done.WaitForNotification();
+    InferReply& reply = waiter->reply;
     if (!reply.status.ok()) return Reply(res, reply.status, reply.queue_full);
     const absl::string_view output(reply.output.data(), static_cast<size_t>(reply.output.size()));
     std::string json = InferResponseJson(reply.header, output, binary);
