@@ -588,7 +588,8 @@ absl::StatusOr<std::unique_ptr<RestService>> RestService::Create(Engine* engine,
   // httplib notices stop() only between requests: an idle keep-alive connection keeps its
   // worker until this timeout, which so bounds Stop() (5 s: httplib's default).
   impl->server->set_keep_alive_timeout(5);
-  impl->server->set_read_timeout(60);
+  // A client silent for 15 s while sending gives its worker back; 60 s for a slow reader.
+  impl->server->set_read_timeout(15);
   impl->server->set_write_timeout(60);
   impl->server->set_tcp_nodelay(true);
   impl->RegisterRoutes();
