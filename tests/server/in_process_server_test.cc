@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/start_in_process.h"
 #include "tests/testing/wait_for.h"
 
 namespace sparkle {
@@ -31,6 +32,7 @@ namespace {
 using ::sparkle::testing::ConvCase;
 using ::sparkle::testing::ConvShape;
 using ::sparkle::testing::InProcessServer;
+using ::sparkle::testing::StartServer;
 using ::sparkle::testing::PendingInfer;
 using ::sparkle::testing::WaitFor;
 using ::testing::HasSubstr;
@@ -38,12 +40,6 @@ using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
 constexpr absl::Duration kPatience = absl::Seconds(10);  // bound of every poll below
-
-std::unique_ptr<InProcessServer> StartServer(InProcessServer::Options options = {}) {
-  auto s = InProcessServer::Start(std::move(options));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
 
 // One fake GPU that every job goes to (device_policy gpu), paused: accepted jobs stay in the
 // engine until the test resumes it.

@@ -19,6 +19,7 @@
 #include "rapidjson/document.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/start_in_process.h"
 #include "tests/testing/shm_object.h"
 #include "tests/testing/wait_for.h"
 
@@ -40,12 +41,10 @@ const ConvCase& Small() {
   return *kCase;
 }
 
-std::unique_ptr<InProcessServer> StartServer(InProcessServer::Options options = {}) {
+std::unique_ptr<InProcessServer> StartWithRest(InProcessServer::Options options = {}) {
   options.keep_http = true;
   options.server.http_address = "127.0.0.1:0";
-  auto s = InProcessServer::Start(std::move(options));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(s).value() : nullptr;
+  return ::sparkle::testing::StartServer(std::move(options));
 }
 
 std::unique_ptr<httplib::Client> ClientOf(InProcessServer& server) {
@@ -169,7 +168,7 @@ std::string ErrorOf(const httplib::Response& res) {
 }
 
 TEST(RestServiceTest, HealthMetadataConfigAndUnknownPaths) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   for (const char* path : {"/v2/health/live", "/v2/health/ready", "/v2/models/conv2d/ready",
@@ -219,7 +218,7 @@ TEST(RestServiceTest, HealthMetadataConfigAndUnknownPaths) {
 }
 
 TEST(RestServiceTest, JsonInferMatchesTheReference) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   auto res = client->Post(kInfer, JsonRequest(Small()), "application/json");
@@ -237,7 +236,7 @@ TEST(RestServiceTest, JsonInferMatchesTheReference) {
 }
 
 TEST(RestServiceTest, BinaryTensorsInAndOutMatchTheReference) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   // Binary output asked per output, and by the request's default.
@@ -259,7 +258,7 @@ TEST(RestServiceTest, BinaryTensorsInAndOutMatchTheReference) {
 }
 
 TEST(RestServiceTest, JsonAndBinaryInputsMixInOneRequest) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   const ConvCase& c = Small();
@@ -283,7 +282,7 @@ TEST(RestServiceTest, EveryErrorGetsItsStatusAndAMessage) {
   InProcessServer::Options options;
   options.server.max_message_bytes = 64 << 10;
   options.server.http_max_json_bytes = 8 << 10;
-  auto server = StartServer(std::move(options));
+  auto server = StartWithRest(std::move(options));
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   const BinaryRequest good = BinaryOf(Small(), "");
@@ -342,7 +341,7 @@ TEST(RestServiceTest, EveryErrorGetsItsStatusAndAMessage) {
 }
 
 TEST(RestServiceTest, StatisticsCountRestRequests) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   for (int i = 0; i < 3; ++i) {
@@ -369,7 +368,7 @@ TEST(RestServiceTest, TokensAreCheckedAsOnGrpc) {
   std::ofstream(tokens) << "infer-token-0123456789,alice,infer\n";
   InProcessServer::Options options;
   options.server.auth_token_file = tokens;
-  auto server = StartServer(std::move(options));
+  auto server = StartWithRest(std::move(options));
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   // Health needs no token.
@@ -398,7 +397,7 @@ TEST(RestServiceTest, TokensAreCheckedAsOnGrpc) {
 
 // Drain: ready turns 503 at once and new requests get 503 naming the drain, while live stays 200.
 TEST(RestServiceTest, DrainTurnsReadyAndInferTo503) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   auto control = server->Control();
@@ -427,7 +426,7 @@ TEST(RestServiceTest, FullBudgetIs429WithRetryAfter) {
   const ConvCase big(ConvShape(1, 32, 64, 64, 32, 3, 1, 1, 1, true), 5);
   options.server.engine.max_inflight_bytes = big.params.total_bytes() * 3 / 2;
   options.server.retry_after_ms = 1500;
-  auto server = StartServer(std::move(options));
+  auto server = StartWithRest(std::move(options));
   ASSERT_NE(server, nullptr);
   server->gpu(0).Pause();
   auto client = ClientOf(*server);
@@ -453,7 +452,7 @@ TEST(RestServiceTest, FullBudgetIs429WithRetryAfter) {
 }
 
 TEST(RestServiceTest, SystemSharedMemoryOverRest) {
-  auto server = StartServer();
+  auto server = StartWithRest();
   ASSERT_NE(server, nullptr);
   auto client = ClientOf(*server);
   const ConvCase& c = Small();
@@ -506,7 +505,7 @@ TEST(RestServiceTest, SystemSharedMemoryOverRest) {
 TEST(RestServiceTest, ConcurrentKeepAliveClientsGetTheirOwnAnswers) {
   InProcessServer::Options options;
   options.server.http_threads = 4;
-  auto server = StartServer(std::move(options));
+  auto server = StartWithRest(std::move(options));
   ASSERT_NE(server, nullptr);
   constexpr int kClients = 6, kRequests = 10;  // more clients than threads: some wait
   std::vector<ConvCase> cases;

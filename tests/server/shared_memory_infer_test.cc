@@ -28,6 +28,7 @@
 #include "tests/testing/shm_object.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/start_in_process.h"
 #include "tests/testing/wait_for.h"
 
 namespace sparkle {
@@ -56,10 +57,8 @@ InProcessServer::Options InProc() {
   return options;
 }
 
-std::unique_ptr<InProcessServer> StartServer(InProcessServer::Options options = InProc()) {
-  auto s = InProcessServer::Start(std::move(options));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(s).value() : nullptr;
+std::unique_ptr<InProcessServer> StartShmServer(InProcessServer::Options options = InProc()) {
+  return ::sparkle::testing::StartServer(std::move(options));
 }
 
 const ConvCase& Case() {
@@ -144,7 +143,7 @@ absl::StatusOr<inference::SystemSharedMemoryStatusResponse> RegionStatus(
 }
 
 TEST(SharedMemoryRpcTest, RegisterStatusUnregisterAndTheirErrors) {
-  auto server = StartServer();
+  auto server = StartShmServer();
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(4096);
@@ -193,7 +192,7 @@ TEST(SharedMemoryRpcTest, RegisterStatusUnregisterAndTheirErrors) {
 TEST(SharedMemoryRpcTest, OffServerSaysSoAndDoesNotAdvertiseIt) {
   InProcessServer::Options options;
   options.server.shared_memory = "off";
-  auto server = StartServer(std::move(options));
+  auto server = StartShmServer(std::move(options));
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(64);
@@ -214,7 +213,7 @@ TEST(SharedMemoryRpcTest, RegionsAreScopedToTheToken) {
                            "bob-token-0123456789,bob,infer\n";
   InProcessServer::Options options = InProc();
   options.server.auth_token_file = tokens;
-  auto server = StartServer(std::move(options));
+  auto server = StartShmServer(std::move(options));
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(1 << 20);
@@ -240,7 +239,7 @@ TEST(SharedMemoryRpcTest, RegionsAreScopedToTheToken) {
 // Input and output through one region: the output equals the oracle's, and the response carries
 // no tensor bytes.
 TEST(SharedMemoryInferTest, InputAndOutputThroughARegion) {
-  auto server = StartServer();
+  auto server = StartShmServer();
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(1 << 20);
@@ -266,7 +265,7 @@ TEST(SharedMemoryInferTest, InputAndOutputThroughARegion) {
 // A region that starts inside the object (offset at registration, not page-aligned) and an
 // input at an offset inside the region.
 TEST(SharedMemoryInferTest, RegisteredOffsetAndTensorOffsetAdd) {
-  auto server = StartServer();
+  auto server = StartShmServer();
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(1 << 20);
@@ -287,7 +286,7 @@ TEST(SharedMemoryInferTest, RegisteredOffsetAndTensorOffsetAdd) {
 }
 
 TEST(SharedMemoryInferTest, BadRegionReferencesAreRefusedWithTheirCode) {
-  auto server = StartServer();
+  auto server = StartShmServer();
   ASSERT_NE(server, nullptr);
   auto stub = server->Inference();
   ShmObject object(1 << 20);
@@ -329,7 +328,7 @@ TEST(SharedMemoryInferTest, UnregisterWhileAJobRunsKeepsTheMappingUntilTheReply)
   InProcessServer::Options options = InProc();
   options.fake_gpus = 1;
   options.server.engine.device_policy = DeviceRequest::AnyGpu();
-  auto server = StartServer(std::move(options));
+  auto server = StartShmServer(std::move(options));
   ASSERT_NE(server, nullptr);
   server->gpu(0).Pause();
   auto stub = server->Inference();
@@ -357,7 +356,7 @@ TEST(SharedMemoryInferTest, UnregisterWhileAJobRunsKeepsTheMappingUntilTheReply)
 
 // `sparklectl infer --shm` prints the same and writes the same output as without it.
 TEST(SharedMemoryInferTest, SparklectlInferShmMatchesTheWirePath) {
-  auto server = StartServer(InProcessServer::Options{});  // --shared_memory=local
+  auto server = StartShmServer(InProcessServer::Options{});  // --shared_memory=local
   ASSERT_NE(server, nullptr);
   char dir_template[] = "/tmp/sparkle_shm_cli_XXXXXX";
   ASSERT_NE(mkdtemp(dir_template), nullptr);
@@ -414,7 +413,7 @@ TEST(SharedMemoryInferTest, SparklectlInferShmMatchesTheWirePath) {
 // The client side (client/shared_memory_client.h) against the server's unix socket: placement,
 // the checks on the response, and cleanup.
 TEST(ClientSharedMemoryTest, PlacesTensorsChecksTheResponseAndCleansUp) {
-  auto server = StartServer(InProcessServer::Options{});
+  auto server = StartShmServer(InProcessServer::Options{});
   ASSERT_NE(server, nullptr);
   client::SparkleClient::Options connection;
   connection.target = server->server().address();

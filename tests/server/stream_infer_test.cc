@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/start_in_process.h"
 #include "tests/testing/wait_for.h"
 
 namespace sparkle {
@@ -21,6 +22,7 @@ namespace {
 using ::sparkle::testing::ConvCase;
 using ::sparkle::testing::ConvShape;
 using ::sparkle::testing::InProcessServer;
+using ::sparkle::testing::StartServer;
 using ::sparkle::testing::WaitFor;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
@@ -31,12 +33,6 @@ using Stream =
     grpc::ClientReaderWriter<ModelInferRequest, ModelStreamInferResponse>;
 
 constexpr absl::Duration kPatience = absl::Seconds(10);  // bound of every poll below
-
-std::unique_ptr<InProcessServer> StartServer(InProcessServer::Options options = {}) {
-  auto s = InProcessServer::Start(std::move(options));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
 
 uint64_t InFlight(const InProcessServer& s) {
   auto status = s.Status();

@@ -22,6 +22,7 @@
 #include "spdlog/spdlog.h"
 #include "tests/testing/conv_case.h"
 #include "tests/testing/in_process_server.h"
+#include "tests/testing/start_in_process.h"
 #include "tests/testing/wait_for.h"
 
 namespace sparkle {
@@ -30,6 +31,7 @@ namespace {
 using ::sparkle::testing::ConvCase;
 using ::sparkle::testing::ConvShape;
 using ::sparkle::testing::InProcessServer;
+using ::sparkle::testing::StartServer;
 using ::sparkle::testing::PendingInfer;
 using ::sparkle::testing::WaitFor;
 using ::testing::HasSubstr;
@@ -38,12 +40,6 @@ using inference::ModelInferRequest;
 using inference::ModelInferResponse;
 
 constexpr absl::Duration kPatience = absl::Seconds(10);  // bound of every poll below
-
-std::unique_ptr<InProcessServer> StartServer(InProcessServer::Options options = {}) {
-  auto s = InProcessServer::Start(std::move(options));
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
 
 const ConvCase& Small() {
   static const auto* const kCase = new ConvCase(ConvShape(1, 4, 8, 8, 4, 3, 1, 1, 1, true), 77);
