@@ -25,7 +25,7 @@ InProcessOneDnn::InProcessOneDnn(const Conv2dParams& p, const std::vector<float>
   const memory::dims src_dims = {p.n, p.c, p.h, p.w}, dst_dims = {p.n, p.k, p.p(), p.q()};
   const memory::dims strides = {p.stride_h, p.stride_w};
   const memory::dims dilation = {p.dilation_h - 1, p.dilation_w - 1};
-  const memory::dims pad = {p.pad_h, p.pad_w};
+  const memory::dims pad_l = {p.pad_top, p.pad_left}, pad_r = {p.pad_bottom, p.pad_right};
   memory::dims w_dims = {p.k, p.c, p.r, p.s};
   tag w_tag = tag::oihw;
   if (p.groups > 1) {
@@ -36,7 +36,7 @@ InProcessOneDnn::InProcessOneDnn(const Conv2dParams& p, const std::vector<float>
   auto make_pd = [&](dnnl::algorithm algo) {
     auto desc = dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, algo,
                                                 any(src_dims), any(w_dims), any(dst_dims),
-                                                strides, dilation, pad, pad);
+                                                strides, dilation, pad_l, pad_r);
     return dnnl::convolution_forward::primitive_desc(desc, m.engine);
   };
   dnnl::convolution_forward::primitive_desc pd;

@@ -27,7 +27,7 @@ struct Layer {
 
 Conv2dParams Conv(int64_t c, int64_t hw, int64_t k, int64_t r) {
   Conv2dParams p;
-  p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = r, p.pad_h = p.pad_w = r / 2;
+  p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = r, p.SetPad(r / 2, r / 2);
   return p;
 }
 

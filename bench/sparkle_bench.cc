@@ -356,7 +356,7 @@ double EngineJobsPerSecond(int64_t max_batch_size, int in_flight, absl::Duration
     std::exit(1);
   }
   Conv2dParams p;
-  p.c = p.k = 16, p.h = p.w = 32, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  p.c = p.k = 16, p.h = p.w = 32, p.r = p.s = 3, p.SetPad(1, 1);
   const std::vector<float> weight = testing::RandomFloats(p.weight_elements(), 2);
   struct Slot {
     std::vector<float> input, output;

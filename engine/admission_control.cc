@@ -57,7 +57,7 @@ absl::Status AdmissionControl::CheckCost(const Conv2dParams& p) const {
   const int64_t padding_bytes = p.padded_input_bytes() - p.input_elements() * 4;
   if (padding_bytes > limit) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "job's padding adds ", padding_bytes, " bytes to its input (N*C*(H+2*pad_h)*(W+2*pad_w)"
+        "job's padding adds ", padding_bytes, " bytes to its input (N*C*(H+pad_top+pad_bottom)*(W+pad_left+pad_right)"
         " - N*C*H*W floats), above the ", limit, "-byte scratch limit max_job_scratch_bytes"));
   }
   if (p.im2col_bytes() > limit / o.cpu_threads) {

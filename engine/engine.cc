@@ -108,10 +108,14 @@ struct Engine::Impl {
   WeightId IdentityOf(const Conv2dJob& job) const {
     if (job.registered_weight != nullptr) return WeightId::Registered(job.weight_key);
     if (job.weight_key != kUnconfirmedWeightKey) return {};
+    const int64_t element = ElementSize(job.params.dtype);
     return weight_cache->Identify(
-        absl::MakeConstSpan(job.weight, job.params.weight_elements()),
-        job.params.has_bias ? absl::MakeConstSpan(job.bias, job.params.k)
-                            : absl::Span<const float>());
+        job.params.dtype,
+        absl::MakeConstSpan(static_cast<const char*>(job.weight),
+                            job.params.weight_elements() * element),
+        job.params.has_bias
+            ? absl::MakeConstSpan(static_cast<const char*>(job.bias), job.params.k * element)
+            : absl::Span<const char>());
   }
 
   // Gives the batch's jobs their weight identity and splits it where weights differ: jobs of one
@@ -265,9 +269,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineOptions& opti
   for (int i = 0; i < workers; ++i) {
     im.workers.emplace_back([raw = impl.get()] { raw->WorkerLoop(); });
   }
-  spdlog::info("engine: {} worker(s), oneDNN isa {}, {} completion thread(s), jobs below {:.0f} "
-               "MFLOP run side by side on the cpu",
-               workers, im.cpu->Isa(), options.completion_threads,
+  spdlog::info("engine: {} worker(s), oneDNN isa {} ({}), {} completion thread(s), jobs below "
+               "{:.0f} MFLOP run side by side on the cpu",
+               workers, im.cpu->Isa(), im.cpu->DescribeDatatypes(), options.completion_threads,
                options.small_job_max_flops * 1e-6);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
@@ -423,7 +427,7 @@ DevicesSnapshot Engine::Devices() const {
   };
   DeviceSnapshot& c = out.devices.emplace_back();
   c.name = "cpu";
-  c.detail = absl::StrCat("oneDNN ", im.cpu->Isa());
+  c.detail = absl::StrCat("oneDNN ", im.cpu->Isa(), "; ", im.cpu->DescribeDatatypes());
   c.threads = im.cpu->threads();
   fill(c, im.cpu_executor->counters(), 0);
   RouterSnapshot& r = out.router;

@@ -7,6 +7,8 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libspdlog-dev libdnnl-dev libssl-dev
+  # FP16 <-> FP32 conversion (engine/core/data_type.h): header-only.
+  libfp16-dev
   # Weight identity (docs/architecture.md): XXH3-128 finds batching candidates.
   libxxhash-dev
   # TLS (docs/operations.md, Security): the security tests make their certificates with it.

@@ -82,7 +82,7 @@ InferReply BuildReply(const ParsedInferRequest& parsed, const std::string& id,
   header.set_id(id);
   auto* out = header.add_outputs();
   out->set_name("output");
-  out->set_datatype("FP32");
+  out->set_datatype(DataTypeName(p.output_dtype));
   if (p.layout == Layout::kNHWC) {
     for (int64_t d : {p.n, p.p(), p.q(), p.k}) out->add_shape(d);
   } else {
@@ -208,12 +208,13 @@ void ModelInferHandler::Run(std::unique_ptr<Pending> pending, const CallIdentity
                   pending->view.header().id(), done);
   }
   pending->admission = *std::move(admission);
-  float* output = pending->parsed.output_in_region;
+  void* output = pending->parsed.output_in_region;
   if (output == nullptr) {
-    absl::StatusOr<TensorBufferPool::Buffer> buffer = pool_->Get(p.output_elements() * 4);
+    absl::StatusOr<TensorBufferPool::Buffer> buffer =
+        pool_->Get(p.output_elements() * ElementSize(p.output_dtype));
     if (!buffer.ok()) return refuse(buffer.status(), false, pending->view.header().id(), done);
     pending->output = *std::move(buffer);
-    output = reinterpret_cast<float*>(pending->output.data());
+    output = pending->output.data();
   }
 
   auto job = std::make_unique<Conv2dJob>();
@@ -221,6 +222,7 @@ void ModelInferHandler::Run(std::unique_ptr<Pending> pending, const CallIdentity
   job->input = pending->parsed.input;
   job->weight = pending->parsed.weight;
   job->bias = pending->parsed.bias;
+  job->residual = pending->parsed.residual;
   job->registered_weight = pending->parsed.registered_weight;
   job->output = output;
   job->priority = pending->parsed.priority;

@@ -1,10 +1,14 @@
 #include "server/request_parser.h"
 
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -49,13 +53,34 @@ absl::StatusOr<std::string> StringParam(absl::string_view key, const InferParame
   return p.string_param();
 }
 
-// Geometry from the request parameters. A shorthand (stride, pad, dilation) sets both axes;
-// an explicit _h/_w key overrides it, whatever the order in the map.
+// An int64_param, uint64_param or double_param as a double (clip bounds).
+absl::StatusOr<double> NumberParam(absl::string_view key, const InferParameter& p) {
+  if (p.parameter_choice_case() == InferParameter::kDoubleParam) return p.double_param();
+  if (p.parameter_choice_case() == InferParameter::kInt64Param ||
+      p.parameter_choice_case() == InferParameter::kUint64Param) {
+    SPARKLE_ASSIGN_OR_RETURN(int64_t v, IntParam(key, p));
+    return static_cast<double>(v);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "parameter ", key, " must be an int64_param, uint64_param or double_param"));
+}
+
+// Geometry and epilogue from the request parameters. A shorthand (stride, pad, dilation) sets
+// both axes; an explicit _h/_w key overrides it, and a per-side pad key (pad_top, ...)
+// overrides pad_h/pad_w for its side, whatever the order in the map.
 struct Geometry {
   std::optional<int64_t> stride, pad, dilation;
   std::optional<int64_t> stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  std::optional<int64_t> pad_top, pad_bottom, pad_left, pad_right;
+  std::optional<std::string> auto_pad;
   int64_t groups = 1;
+  std::optional<Activation> activation;
+  std::optional<double> clip_min, clip_max;
 };
+
+// The explicit padding keys, in the order their errors are reported.
+constexpr const char* kPadKeys[] = {"pad", "pad_h", "pad_w", "pad_top", "pad_bottom",
+                                    "pad_left", "pad_right"};
 
 absl::Status ParseRequestParameters(const ModelInferRequest& request, Geometry* g,
                                     ParsedInferRequest* out) {
@@ -70,8 +95,40 @@ absl::Status ParseRequestParameters(const ModelInferRequest& request, Geometry* 
     else if (key == "pad_w") slot = &g->pad_w;
     else if (key == "dilation_h") slot = &g->dilation_h;
     else if (key == "dilation_w") slot = &g->dilation_w;
+    else if (key == "pad_top") slot = &g->pad_top;
+    else if (key == "pad_bottom") slot = &g->pad_bottom;
+    else if (key == "pad_left") slot = &g->pad_left;
+    else if (key == "pad_right") slot = &g->pad_right;
     if (slot != nullptr) {
       SPARKLE_ASSIGN_OR_RETURN(*slot, IntParam(key, value));
+      // Named by its wire key: Validate would name the side it lands on.
+      if (absl::StartsWith(key, "pad") && **slot < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(key, " must be >= 0; was ", **slot));
+      }
+    } else if (key == "auto_pad") {
+      SPARKLE_ASSIGN_OR_RETURN(std::string mode, StringParam(key, value));
+      if (mode != "SAME_UPPER" && mode != "SAME_LOWER" && mode != "VALID" && mode != "NOTSET") {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "parameter auto_pad must be SAME_UPPER, SAME_LOWER, VALID or NOTSET; was '", mode,
+            "'"));
+      }
+      // ONNX's NOTSET (its default, which exporters write out) means the explicit pads.
+      if (mode != "NOTSET") g->auto_pad = std::move(mode);
+    } else if (key == "activation") {
+      SPARKLE_ASSIGN_OR_RETURN(std::string name, StringParam(key, value));
+      g->activation = ParseActivation(name);
+      if (!g->activation.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat("parameter activation must be one of ",
+                                                       ActivationNames(), "; was '", name, "'"));
+      }
+    } else if (key == "clip_min" || key == "clip_max") {
+      SPARKLE_ASSIGN_OR_RETURN(double bound, NumberParam(key, value));
+      // Finite and a float: the epilogue computes in FP32.
+      if (!std::isfinite(bound) || std::fabs(bound) > FLT_MAX) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "parameter ", key, " must be a finite number within the FP32 range; was ", bound));
+      }
+      (key == "clip_min" ? g->clip_min : g->clip_max) = bound;
     } else if (key == "groups") {
       SPARKLE_ASSIGN_OR_RETURN(g->groups, IntParam(key, value));
     } else if (key == "priority") {
@@ -101,10 +158,59 @@ absl::Status ParseRequestParameters(const ModelInferRequest& request, Geometry* 
     } else if (!IsIgnoredKey(key)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown request parameter '", key,
-          "' (known: stride, stride_h, stride_w, pad, pad_h, pad_w, dilation, dilation_h, "
-          "dilation_w, groups, priority, timeout, device, weight_id)"));
+          "' (known: stride, stride_h, stride_w, pad, pad_h, pad_w, pad_top, pad_bottom, "
+          "pad_left, pad_right, auto_pad, dilation, dilation_h, dilation_w, groups, activation, "
+          "clip_min, clip_max, priority, timeout, device, weight_id)"));
     }
   }
+  if (g->auto_pad.has_value()) {
+    for (const char* key : kPadKeys) {
+      if (request.parameters().contains(key)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "parameter auto_pad (", *g->auto_pad, ") cannot be combined with an explicit pad (",
+            key, "); send one or the other"));
+      }
+    }
+  }
+  const bool clip = g->activation == Activation::kClip;
+  const std::pair<const char*, std::optional<double>> bounds[] = {{"clip_min", g->clip_min},
+                                                                   {"clip_max", g->clip_max}};
+  for (const auto& [key, bound] : bounds) {
+    if (bound.has_value() && !clip) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "parameter ", key, " is only valid with activation=clip; the activation is ",
+          ActivationName(g->activation.value_or(Activation::kNone))));
+    }
+  }
+  if (clip && g->clip_min.value_or(-FLT_MAX) > g->clip_max.value_or(FLT_MAX)) {
+    return absl::InvalidArgumentError(absl::StrCat("parameter clip_min (", *g->clip_min,
+                                                   ") must be <= clip_max (", *g->clip_max, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// ONNX's auto_pad for one axis: SAME_* pads the input so that out = ceil(in / stride), the total
+// padding max(0, (out - 1) * stride + (kernel - 1) * dilation + 1 - in) split with the odd one
+// at the end (SAME_UPPER) or the start (SAME_LOWER); VALID pads nothing. Overflow-checked: the
+// stride and dilation are not validated yet (values < 1 leave the padding 0 for Validate to
+// refuse); in and kernel are in [1, 2^31 - 1].
+absl::Status AutoPad(absl::string_view mode, const char* axis, int64_t in, int64_t kernel,
+                     int64_t stride, int64_t dilation, int64_t* begin, int64_t* end) {
+  *begin = *end = 0;
+  if (mode == "VALID" || stride < 1 || dilation < 1) return absl::OkStatus();
+  const int64_t out = in / stride + (in % stride != 0 ? 1 : 0);
+  int64_t span, total;
+  if (__builtin_mul_overflow(out - 1, stride, &total) ||
+      __builtin_mul_overflow(kernel - 1, dilation, &span) ||
+      __builtin_add_overflow(total, span, &total) || __builtin_add_overflow(total, 1, &total)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "auto_pad ", mode, ": the ", axis, " padding overflows (input ", in, ", kernel ", kernel,
+        ", stride ", stride, ", dilation ", dilation, ")"));
+  }
+  total = total > in ? total - in : 0;
+  const int64_t half = total / 2;
+  *begin = mode == "SAME_UPPER" ? half : total - half;
+  *end = total - *begin;
   return absl::OkStatus();
 }
 
@@ -158,21 +264,27 @@ struct NamedInputs {
   const InputTensor* input = nullptr;
   const InputTensor* weight = nullptr;
   const InputTensor* bias = nullptr;
-  TensorSource input_source, weight_source, bias_source;
+  const InputTensor* residual = nullptr;
+  TensorSource input_source, weight_source, bias_source, residual_source;
   Layout layout = Layout::kNCHW;
+  std::optional<Layout> residual_layout;  // its `layout` parameter; absent: the input's
+  DataType dtype = DataType::kFp32;       // the first tensor's (all must match)
 };
 
-// The tensor's parameters: `layout` (input only), the shared-memory ones, ignored keys.
-absl::Status ParseTensorParameters(const InputTensor& t, bool is_input, Layout* layout,
-                                   TensorSource* source) {
+// The tensor's parameters: `layout` (input and residual only), the shared-memory ones, ignored
+// keys.
+absl::Status ParseTensorParameters(const InputTensor& t, bool takes_layout,
+                                   std::optional<Layout>* layout, TensorSource* source) {
   for (const auto& [key, value] : t.parameters()) {
     SPARKLE_ASSIGN_OR_RETURN(bool shm, TakeSharedMemoryParameter(key, value, source));
     if (shm || IsIgnoredKey(key)) continue;
-    if (is_input && key == "layout") {
+    if (takes_layout && key == "layout") {
       SPARKLE_ASSIGN_OR_RETURN(std::string s, StringParam("layout", value));
       if (s == "NHWC") {
         *layout = Layout::kNHWC;
-      } else if (s != "NCHW") {
+      } else if (s == "NCHW") {
+        *layout = Layout::kNCHW;
+      } else {
         return absl::InvalidArgumentError(
             absl::StrCat("tensor parameter layout must be NCHW or NHWC; was '", s, "'"));
       }
@@ -180,7 +292,7 @@ absl::Status ParseTensorParameters(const InputTensor& t, bool is_input, Layout* 
     }
     return absl::InvalidArgumentError(
         absl::StrCat("unknown parameter '", key, "' on input tensor '", t.name(), "' (known: ",
-                     is_input ? "layout, " : "",
+                     takes_layout ? "layout, " : "",
                      "shared_memory_region, shared_memory_byte_size, shared_memory_offset)"));
   }
   return CheckSharedMemoryParameters(absl::StrCat("input tensor '", t.name(), "'"), *source);
@@ -201,20 +313,36 @@ absl::StatusOr<NamedInputs> MatchInputs(const ModelInferRequest& request, int ra
       slot = &named.weight, source = &named.weight_source;
     } else if (t.name() == "bias") {
       slot = &named.bias, source = &named.bias_source;
+    } else if (t.name() == "residual") {
+      slot = &named.residual, source = &named.residual_source;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "unknown input tensor '", t.name(), "' (the conv2d model takes input, weight, bias)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown input tensor '", t.name(),
+                       "' (the conv2d model takes input, weight, bias, residual)"));
     }
     if (*slot != nullptr) {
       return absl::InvalidArgumentError(absl::StrCat("input tensor '", t.name(), "' is given twice"));
     }
     *slot = &t;
-    if (t.datatype() != "FP32") {
+    const std::optional<DataType> dtype = ParseDataType(t.datatype());
+    if (!dtype.has_value()) {
       return absl::InvalidArgumentError(absl::StrCat("input tensor '", t.name(),
                                                      "' has datatype '", t.datatype(),
-                                                     "'; the conv2d model takes FP32"));
+                                                     "'; the conv2d model takes FP32, BF16 or FP16"));
     }
-    SPARKLE_RETURN_IF_ERROR(ParseTensorParameters(t, slot == &named.input, &named.layout, source));
+    if (i == 0) {
+      named.dtype = *dtype;
+    } else if (*dtype != named.dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor '", t.name(), "' has datatype '", t.datatype(), "' but input tensor '",
+          request.inputs(0).name(), "' has datatype '", request.inputs(0).datatype(),
+          "'; input, weight, bias and residual must share one datatype"));
+    }
+    std::optional<Layout> layout;
+    SPARKLE_RETURN_IF_ERROR(ParseTensorParameters(
+        t, slot == &named.input || slot == &named.residual, &layout, source));
+    if (slot == &named.input) named.layout = layout.value_or(Layout::kNCHW);
+    if (slot == &named.residual) named.residual_layout = layout;
     if (!source->shm_region.empty()) {
       ++in_shared_memory;
       if (HasTypedContents(t)) {
@@ -270,11 +398,13 @@ absl::Status CheckShape(const InputTensor& t, int rank, absl::string_view layout
   return absl::OkStatus();
 }
 
-// The requested outputs: only `output`, optionally into a shared-memory region. Any other key
+// The requested outputs: only `output`, optionally into a shared-memory region, optionally with
+// its `datatype` (checked against the inputs' later). Any other key
 // is refused, never ignored: a client that asked for `classification` (tritonclient's
 // class_count) would otherwise take the raw tensor for its top-k. REST-only keys (binary_data)
 // are stripped by the REST adapter before the parser, so they are refused here too.
-absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& request) {
+absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& request,
+                                                   std::optional<std::string>* datatype) {
   TensorSource source;
   for (const auto& requested : request.outputs()) {
     if (requested.name() != "output") {
@@ -284,6 +414,14 @@ absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& requ
     for (const auto& [key, value] : requested.parameters()) {
       SPARKLE_ASSIGN_OR_RETURN(bool shm, TakeSharedMemoryParameter(key, value, &source));
       if (shm) continue;
+      if (key == "datatype") {
+        if (value.parameter_choice_case() != InferParameter::kStringParam) {
+          return absl::InvalidArgumentError(
+              "parameter datatype of requested output 'output' must be a string_param");
+        }
+        *datatype = value.string_param();
+        continue;
+      }
       if (key == "classification") {
         return absl::InvalidArgumentError(
             "requested output 'output' has parameter 'classification' (class_count): the conv2d "
@@ -291,7 +429,7 @@ absl::StatusOr<TensorSource> ParseRequestedOutputs(const ModelInferRequest& requ
             "class_count");
       }
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown parameter '", key, "' on requested output 'output' (known: "
+          "unknown parameter '", key, "' on requested output 'output' (known: datatype, "
           "shared_memory_region, shared_memory_byte_size, shared_memory_offset)"));
     }
   }
@@ -316,18 +454,21 @@ absl::StatusOr<SharedMemorySpan> FindRegion(const ParseContext& context, absl::s
                                      static_cast<uint64_t>(bytes));
 }
 
-// Points *data at the tensor's `elements` floats: in place when they lie whole and 4-byte
-// aligned in one buffer (a slice, a region, a typed field), else in one pooled copy.
+// Points *data at the tensor's `elements` elements of `dtype`: in place when they lie whole and
+// aligned to the element size in one buffer (a slice, a region, a typed field), else in one
+// pooled copy.
 absl::Status TensorData(const InferRequestView& request, const InputTensor& t,
-                        const TensorSource& source, int64_t elements, const ParseContext& context,
-                        ParsedInferRequest* out, const float** data) {
-  const int64_t bytes = elements * 4;
+                        const TensorSource& source, DataType dtype, int64_t elements,
+                        const ParseContext& context, ParsedInferRequest* out, const void** data) {
+  const int64_t element_size = ElementSize(dtype);
+  const int64_t bytes = elements * element_size;
+  const char* type = DataTypeName(dtype);
   absl::InlinedVector<absl::string_view, 1> pieces;
   if (!source.shm_region.empty()) {
     if (source.shm_byte_size != bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
-          elements, " FP32 elements (", bytes, " bytes), but its shared_memory_byte_size is ",
+          elements, " ", type, " elements (", bytes, " bytes), but its shared_memory_byte_size is ",
           source.shm_byte_size < 0 ? "missing" : absl::StrCat(source.shm_byte_size)));
     }
     SPARKLE_ASSIGN_OR_RETURN(SharedMemorySpan span,
@@ -340,12 +481,19 @@ absl::Status TensorData(const InferRequestView& request, const InputTensor& t,
     if (raw.size != bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input tensor '", t.name(), "' has shape [", absl::StrJoin(t.shape(), ", "), "] = ",
-          elements, " FP32 elements (", bytes, " bytes), but raw_input_contents[",
+          elements, " ", type, " elements (", bytes, " bytes), but raw_input_contents[",
           source.raw_index, "] holds ", raw.size, " bytes"));
     }
     pieces = raw.pieces;
   } else {
     const auto& c = t.contents();
+    if (dtype != DataType::kFp32) {
+      // KServe v2 has no typed contents field for 16-bit floats.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor '", t.name(), "' is ", type,
+          ", which has no typed contents field in KServe v2; send its bytes in "
+          "raw_input_contents (little-endian) or in shared memory"));
+    }
     if (HasNonFp32Contents(t)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "input tensor '", t.name(), "' is FP32 but its contents use another type's field; "
@@ -360,9 +508,10 @@ absl::Status TensorData(const InferRequestView& request, const InputTensor& t,
     *data = c.fp32_contents().data();
     return absl::OkStatus();
   }
-  // The bytes are little-endian FP32, which is this machine's float.
-  if (pieces.size() == 1 && reinterpret_cast<uintptr_t>(pieces[0].data()) % alignof(float) == 0) {
-    *data = reinterpret_cast<const float*>(pieces[0].data());
+  // The bytes are little-endian, as this machine's float and uint16_t.
+  if (pieces.size() == 1 &&
+      reinterpret_cast<uintptr_t>(pieces[0].data()) % static_cast<uintptr_t>(element_size) == 0) {
+    *data = pieces[0].data();
     return absl::OkStatus();
   }
   TensorBufferPool* pool = context.pool != nullptr ? context.pool : UnpooledBuffers();
@@ -372,7 +521,7 @@ absl::Status TensorData(const InferRequestView& request, const InputTensor& t,
     std::memcpy(to, piece.data(), piece.size());
     to += piece.size();
   }
-  *data = reinterpret_cast<const float*>(copy.data());
+  *data = copy.data();
   out->copies.push_back(std::move(copy));
   return absl::OkStatus();
 }
@@ -407,9 +556,24 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
   SPARKLE_ASSIGN_OR_RETURN(
       NamedInputs named,
       MatchInputs(request, static_cast<int>(view.raw_inputs.size()), !out.weight_id.empty()));
-  SPARKLE_ASSIGN_OR_RETURN(TensorSource output_source, ParseRequestedOutputs(request));
+  std::optional<std::string> output_datatype;
+  SPARKLE_ASSIGN_OR_RETURN(TensorSource output_source,
+                           ParseRequestedOutputs(request, &output_datatype));
 
   const Layout layout = named.layout;
+  const DataType dtype = named.dtype;
+  DataType output_dtype = dtype;
+  if (output_datatype.has_value()) {
+    if (*output_datatype == "FP32") {
+      output_dtype = DataType::kFp32;
+    } else if (*output_datatype != DataTypeName(dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "requested output 'output' has datatype '", *output_datatype, "'; ",
+          dtype == DataType::kFp32
+              ? std::string("it must be FP32 (the inputs' datatype)")
+              : absl::StrCat("it may be FP32 or ", DataTypeName(dtype), " (the inputs' datatype)")));
+    }
+  }
   SPARKLE_RETURN_IF_ERROR(CheckShape(*named.input, 4,
                                      layout == Layout::kNHWC ? "[N, H, W, C]" : "[N, C, H, W]"));
   std::vector<int64_t> ws;  // [K, C/groups, R, S]
@@ -423,6 +587,13 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
     }
     SPARKLE_ASSIGN_OR_RETURN(out.registered_weight, context.registry->Acquire(out.weight_id));
     const RegisteredWeight& w = *out.registered_weight;
+    const DataType registered = w.dtype();
+    if (registered != dtype) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the registered weights '", out.weight_id, "' are ", DataTypeName(registered),
+          " but the request's tensors are ", DataTypeName(dtype),
+          "; register them in the request's datatype"));
+    }
     ws.assign(w.shape().begin(), w.shape().end());
     out.weight = w.weight();
     out.bias = w.bias();
@@ -440,13 +611,33 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
   p.s = ws[3];
   p.stride_h = g.stride_h.value_or(g.stride.value_or(1));
   p.stride_w = g.stride_w.value_or(g.stride.value_or(1));
-  p.pad_h = g.pad_h.value_or(g.pad.value_or(0));
-  p.pad_w = g.pad_w.value_or(g.pad.value_or(0));
   p.dilation_h = g.dilation_h.value_or(g.dilation.value_or(1));
   p.dilation_w = g.dilation_w.value_or(g.dilation.value_or(1));
+  if (g.auto_pad.has_value()) {
+    SPARKLE_RETURN_IF_ERROR(AutoPad(*g.auto_pad, "height", p.h, p.r, p.stride_h, p.dilation_h,
+                                    &p.pad_top, &p.pad_bottom));
+    SPARKLE_RETURN_IF_ERROR(AutoPad(*g.auto_pad, "width", p.w, p.s, p.stride_w, p.dilation_w,
+                                    &p.pad_left, &p.pad_right));
+  } else {
+    const int64_t pad_h = g.pad_h.value_or(g.pad.value_or(0));
+    const int64_t pad_w = g.pad_w.value_or(g.pad.value_or(0));
+    p.pad_top = g.pad_top.value_or(pad_h);
+    p.pad_bottom = g.pad_bottom.value_or(pad_h);
+    p.pad_left = g.pad_left.value_or(pad_w);
+    p.pad_right = g.pad_right.value_or(pad_w);
+  }
   p.groups = g.groups;
   p.has_bias = named.bias != nullptr ||
                (out.registered_weight != nullptr && out.registered_weight->has_bias());
+  p.has_residual = named.residual != nullptr;
+  p.activation = g.activation.value_or(Activation::kNone);
+  if (p.activation == Activation::kClip) {
+    // A missing bound is unbounded.
+    p.clip_min = static_cast<float>(g.clip_min.value_or(-FLT_MAX));
+    p.clip_max = static_cast<float>(g.clip_max.value_or(FLT_MAX));
+  }
+  p.dtype = dtype;
+  p.output_dtype = output_dtype;
   SPARKLE_RETURN_IF_ERROR(p.Validate());
   if (ws[1] * p.groups != p.c) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -462,7 +653,27 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
                                                      " of the weight"));
     }
   }
-  const int64_t output_bytes = p.output_elements() * 4;
+  if (named.residual != nullptr) {
+    const Layout residual_layout = named.residual_layout.value_or(layout);
+    if (residual_layout != layout) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor 'residual' has layout ", LayoutName(residual_layout),
+          " but the input's is ", LayoutName(layout), "; the residual has the output's layout"));
+    }
+    const std::vector<int64_t> expected =
+        layout == Layout::kNHWC ? std::vector<int64_t>{p.n, p.p(), p.q(), p.k}
+                                : std::vector<int64_t>{p.n, p.k, p.p(), p.q()};
+    if (!std::equal(named.residual->shape().begin(), named.residual->shape().end(),
+                    expected.begin(), expected.end())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input tensor 'residual' has shape [", absl::StrJoin(named.residual->shape(), ", "),
+          "] but the output's shape is [", absl::StrJoin(expected, ", "), "] (",
+          layout == Layout::kNHWC ? "[N, P, Q, K]" : "[N, K, P, Q]",
+          "); the residual has the output's shape"));
+    }
+  }
+  const int64_t output_element_size = ElementSize(output_dtype);
+  const int64_t output_bytes = p.output_elements() * output_element_size;
   if (!output_source.shm_region.empty()) {
     if (output_source.shm_byte_size < output_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -474,13 +685,15 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
     SPARKLE_ASSIGN_OR_RETURN(
         SharedMemorySpan span,
         FindRegion(context, "requested output 'output'", output_source, output_bytes));
-    if (reinterpret_cast<uintptr_t>(span.data) % alignof(float) != 0) {
+    if (reinterpret_cast<uintptr_t>(span.data) % static_cast<uintptr_t>(output_element_size) !=
+        0) {
       return absl::InvalidArgumentError(absl::StrCat(
           "requested output 'output' in shared memory region '", output_source.shm_region,
-          "' at offset ", output_source.shm_offset,
-          " is not 4-byte aligned; an FP32 output needs an offset that is a multiple of 4"));
+          "' at offset ", output_source.shm_offset, " is not ", output_element_size,
+          "-byte aligned; the output (", DataTypeName(output_dtype),
+          ") needs an offset that is a multiple of ", output_element_size));
     }
-    out.output_in_region = reinterpret_cast<float*>(span.data);
+    out.output_in_region = span.data;
     out.regions.push_back(std::move(span.region));
   } else {
     // The whole response message counts against gRPC's send limit, not just the output bytes:
@@ -494,15 +707,19 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(const InferRequestView& vie
           "-byte message limit max_message_bytes"));
     }
   }
-  SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.input, named.input_source, p.input_elements(),
-                                     context, &out, &out.input));
+  SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.input, named.input_source, dtype,
+                                     p.input_elements(), context, &out, &out.input));
   if (named.weight != nullptr) {
-    SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.weight, named.weight_source,
+    SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.weight, named.weight_source, dtype,
                                        p.weight_elements(), context, &out, &out.weight));
   }
   if (named.bias != nullptr) {
     SPARKLE_RETURN_IF_ERROR(
-        TensorData(view, *named.bias, named.bias_source, p.k, context, &out, &out.bias));
+        TensorData(view, *named.bias, named.bias_source, dtype, p.k, context, &out, &out.bias));
+  }
+  if (named.residual != nullptr) {
+    SPARKLE_RETURN_IF_ERROR(TensorData(view, *named.residual, named.residual_source, dtype,
+                                       p.residual_elements(), context, &out, &out.residual));
   }
   return out;
 }

@@ -31,10 +31,12 @@ inline constexpr char kModelVersion[] = "1";
 struct ParsedInferRequest {
   Conv2dParams params;
   // Point into the request's buffers (which the caller keeps until the job is done), into
-  // `copies`, into `regions`, or into `registered_weight`.
-  const float* input = nullptr;
-  const float* weight = nullptr;
-  const float* bias = nullptr;
+  // `copies`, into `regions`, or into `registered_weight`: elements of params.dtype, aligned to
+  // its element size. residual is null unless params.has_residual.
+  const void* input = nullptr;
+  const void* weight = nullptr;
+  const void* bias = nullptr;
+  const void* residual = nullptr;
   // Set when the request names registered weights (`weight_id`): weight and bias point into
   // it, and it keeps them alive (and counted in use) while the job holds it.
   std::shared_ptr<const RegisteredWeight> registered_weight;
@@ -49,8 +51,9 @@ struct ParsedInferRequest {
   // Shared-memory regions the tensors are read from or written to: mapped while held.
   std::vector<std::shared_ptr<const SharedMemoryRegion>> regions;
   // Where the engine writes the output when it was requested into a shared-memory region
-  // (params.output_elements() floats, 4-byte aligned); null: the output goes in the response.
-  float* output_in_region = nullptr;
+  // (params.output_elements() elements of params.output_dtype, aligned to its element size);
+  // null: the output goes in the response.
+  void* output_in_region = nullptr;
 };
 
 // Upper bound of a ModelInferResponse's bytes besides the output bytes and the request id:
@@ -78,6 +81,12 @@ struct ParseContext {
   TensorBufferPool* pool = nullptr;
 };
 
+// Geometry, epilogue and datatypes (docs/protocol.md, request parameters): per-side padding
+// (pad_top, pad_bottom, pad_left, pad_right over pad_h/pad_w over pad) or ONNX's auto_pad
+// (SAME_UPPER, SAME_LOWER, VALID; never with an explicit pad), activation with clip_min and
+// clip_max, the optional input `residual` (the output's shape and layout), input, weight, bias
+// and residual in one datatype (FP32, BF16, FP16) and the output in that datatype or FP32 (the
+// requested output's `datatype` parameter).
 // NOT_FOUND for an unknown model or version, RESOURCE_EXHAUSTED for a request or an output
 // above the limit, INVALID_ARGUMENT otherwise (a malformed `device` included; an absent device
 // is the engine's FAILED_PRECONDITION).

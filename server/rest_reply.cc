@@ -5,6 +5,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/core/data_type.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
 #include "rapidjson/stringbuffer.h"
@@ -189,15 +190,24 @@ void WriteParameters(Writer& w,
   w.EndObject();
 }
 
-// FP32 values as a flat JSON array, each in its shortest form that reads back as the same
-// float (std::to_chars).
-void WriteFloats(Writer& w, absl::string_view bytes) {
+// FP32, BF16 or FP16 values (`datatype`, the output's KServe name) as a flat JSON array, each
+// widened exactly to a float and written in its shortest form that reads back as the same float
+// (std::to_chars): a BF16/FP16 value read back and rounded to its datatype is the same value.
+void WriteFloats(Writer& w, absl::string_view bytes, absl::string_view datatype) {
   w.StartArray();
   char buf[32];
-  const size_t n = bytes.size() / sizeof(float);
+  const DataType type = ParseDataType(datatype).value_or(DataType::kFp32);
+  const size_t size = static_cast<size_t>(ElementSize(type));
+  const size_t n = bytes.size() / size;
   for (size_t i = 0; i < n; ++i) {
     float v;
-    std::memcpy(&v, bytes.data() + i * sizeof(float), sizeof v);
+    if (type == DataType::kFp32) {
+      std::memcpy(&v, bytes.data() + i * size, sizeof v);
+    } else {
+      uint16_t bits;
+      std::memcpy(&bits, bytes.data() + i * size, sizeof bits);
+      v = type == DataType::kBf16 ? Bf16ToFloat(bits) : Fp16ToFloat(bits);
+    }
     if (!std::isfinite(v)) {  // JSON has no NaN or infinity
       w.Null();
       continue;
@@ -294,7 +304,7 @@ std::string InferResponseJson(const inference::ModelInferResponse& header,
     }
     if (has_bytes && !binary) {
       w.Key("data");
-      WriteFloats(w, output);
+      WriteFloats(w, output, out.datatype());
     }
     w.EndObject();
   }

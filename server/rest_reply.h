@@ -33,7 +33,8 @@ std::string ProtoToJson(const google::protobuf::Message& message);
 // An infer response: {"model_name", "model_version", "id", "outputs": [{"name", "datatype",
 // "shape", ...}]}. With `binary`, the output's parameters carry binary_data_size and its bytes
 // follow the JSON in the body (the caller sends them and sets Inference-Header-Content-Length);
-// otherwise "data" holds them as a flat JSON array (FP32, shortest round-trip form). An empty
+// otherwise "data" holds them as a flat JSON array (the output's datatype, FP32, BF16 or FP16,
+// widened exactly to float and written in its shortest round-trip form). An empty
 // `output` (written to shared memory) gets neither.
 std::string InferResponseJson(const inference::ModelInferResponse& header,
                               absl::string_view output, bool binary);

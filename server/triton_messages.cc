@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "engine/core/activation.h"
 #include "server/request_parser.h"
 
 namespace sparkle {
@@ -31,10 +32,18 @@ void FillModelConfig(const Engine& engine, inference::ModelConfig* config) {
   AddInput(config, "input", 4, false);
   AddInput(config, "weight", 4, false);
   AddInput(config, "bias", 1, true);
+  // The fused epilogue's skip connection: the output's shape and layout (docs/protocol.md).
+  AddInput(config, "residual", 4, true);
   inference::ModelOutput* output = config->add_output();
   output->set_name("output");
   output->set_data_type(inference::TYPE_FP32);
   for (int i = 0; i < 4; ++i) output->add_dims(-1);
+
+  // What the one tensor datatype above cannot say (docs/protocol.md, "Datatypes").
+  auto& parameters = *config->mutable_parameters();
+  parameters["datatypes"].set_string_value("FP32,BF16,FP16");
+  parameters["activations"].set_string_value(ActivationNames());
+  parameters["auto_pad"].set_string_value("SAME_UPPER,SAME_LOWER,VALID,NOTSET");
 
   inference::ModelDynamicBatching* batching = config->mutable_dynamic_batching();
   batching->add_preferred_batch_size(static_cast<int32_t>(options.batcher.max_batch_size));
@@ -113,6 +122,7 @@ void FillModelMetadata(inference::ModelMetadataResponse* out) {
   AddTensorMetadata("input", 4, out->mutable_inputs());
   AddTensorMetadata("weight", 4, out->mutable_inputs());
   AddTensorMetadata("bias", 1, out->mutable_inputs());
+  AddTensorMetadata("residual", 4, out->mutable_inputs());
   AddTensorMetadata("output", 4, out->mutable_outputs());
 }
 

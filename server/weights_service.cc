@@ -127,6 +127,7 @@ void ToWeightInfo(const RegisteredWeight& weight, sparkle::v1::WeightInfo* info)
   info->set_label(weight.label());
   for (int64_t d : weight.shape()) info->add_shape(d);
   info->set_has_bias(weight.has_bias());
+  info->set_datatype(DataTypeName(weight.dtype()));
   info->set_bytes(static_cast<uint64_t>(weight.bytes()));
   info->set_in_use(static_cast<uint64_t>(weight.in_use()));
   info->set_uses(static_cast<uint64_t>(weight.uses()));

@@ -1,6 +1,7 @@
 // Conv2dJob: one conv2d request as the engine sees it. The submitter owns every buffer the
-// job points to and keeps them alive until `done` has run; the engine reads input, weight and
-// bias and writes exactly output_elements() floats to `output`.
+// job points to and keeps them alive until `done` has run; the engine reads input, weight,
+// bias and residual (elements of params.dtype) and writes exactly output_elements() elements of
+// params.output_dtype to `output`. Buffers are aligned to their element size.
 #pragma once
 
 #include <atomic>
@@ -29,10 +30,11 @@ using CancelFlag = std::shared_ptr<std::atomic<bool>>;
 
 struct Conv2dJob {
   Conv2dParams params;
-  const float* input = nullptr;   // params.input_elements()
-  const float* weight = nullptr;  // params.weight_elements()
-  const float* bias = nullptr;    // params.k floats when params.has_bias, else ignored
-  float* output = nullptr;        // params.output_elements(), written by the engine
+  const void* input = nullptr;     // params.input_elements()
+  const void* weight = nullptr;    // params.weight_elements()
+  const void* bias = nullptr;      // params.k elements when params.has_bias, else ignored
+  const void* residual = nullptr;  // params.output_elements() when params.has_residual
+  void* output = nullptr;          // params.output_elements(), written by the engine
 
   // Set when the job uses registered weights (engine/registry, WeightRegistry::Acquire): keeps
   // them alive and counted in use while the job is in flight (the engine drops it just before

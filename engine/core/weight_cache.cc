@@ -31,12 +31,14 @@ struct Hash128 {
   }
 };
 
-Hash128 HashOf(absl::Span<const float> weight, absl::Span<const float> bias) {
+Hash128 HashOf(DataType type, absl::Span<const char> weight, absl::Span<const char> bias) {
   XXH3_state_t state;
   XXH3_INITSTATE(&state);
   XXH3_128bits_reset(&state);
-  XXH3_128bits_update(&state, weight.data(), weight.size() * sizeof(float));
-  if (!bias.empty()) XXH3_128bits_update(&state, bias.data(), bias.size() * sizeof(float));
+  const char tag = static_cast<char>(type);
+  XXH3_128bits_update(&state, &tag, 1);
+  XXH3_128bits_update(&state, weight.data(), weight.size());
+  if (!bias.empty()) XXH3_128bits_update(&state, bias.data(), bias.size());
   const XXH128_hash_t h = XXH3_128bits_digest(&state);
   return {h.high64, h.low64};
 }
@@ -44,8 +46,9 @@ Hash128 HashOf(absl::Span<const float> weight, absl::Span<const float> bias) {
 struct Entry {
   Hash128 hash;
   uint64_t serial;
-  std::vector<float> bytes;  // weight, then bias
-  int64_t weight_elements;
+  DataType type;
+  std::vector<char> bytes;  // weight, then bias
+  int64_t weight_bytes;
 };
 
 }  // namespace
@@ -78,9 +81,10 @@ absl::StatusOr<std::unique_ptr<WeightCache>> WeightCache::Create(const Options& 
 WeightCache::WeightCache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 WeightCache::~WeightCache() = default;
 
-WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const float> bias) {
+WeightId WeightCache::Identify(DataType type, absl::Span<const char> weight,
+                              absl::Span<const char> bias) {
   Impl& im = *impl_;
-  const int64_t bytes = static_cast<int64_t>((weight.size() + bias.size()) * sizeof(float));
+  const int64_t bytes = static_cast<int64_t>(weight.size() + bias.size());
   if (bytes > im.options.max_bytes) {
     im.no_room.fetch_add(1, std::memory_order_relaxed);
     return {};
@@ -89,7 +93,7 @@ WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const 
   if (im.options.hash_for_testing) {
     std::tie(hash.hi, hash.lo) = im.options.hash_for_testing(weight, bias);
   } else {
-    hash = HashOf(weight, bias);
+    hash = HashOf(type, weight, bias);
   }
   std::shared_ptr<const Entry> found;
   {
@@ -103,11 +107,11 @@ WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const 
   if (found != nullptr) {
     // The one confirming read. Sizes differ only for a collision across geometries.
     const bool same =
-        found->weight_elements == static_cast<int64_t>(weight.size()) &&
+        found->type == type && found->weight_bytes == static_cast<int64_t>(weight.size()) &&
         found->bytes.size() == weight.size() + bias.size() &&
-        std::memcmp(found->bytes.data(), weight.data(), weight.size() * sizeof(float)) == 0 &&
-        (bias.empty() || std::memcmp(found->bytes.data() + weight.size(), bias.data(),
-                                     bias.size() * sizeof(float)) == 0);
+        std::memcmp(found->bytes.data(), weight.data(), weight.size()) == 0 &&
+        (bias.empty() ||
+         std::memcmp(found->bytes.data() + weight.size(), bias.data(), bias.size()) == 0);
     if (!same) {
       im.collisions.fetch_add(1, std::memory_order_relaxed);
       return {};
@@ -117,7 +121,8 @@ WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const 
   }
   auto entry = std::make_shared<Entry>();
   entry->hash = hash;
-  entry->weight_elements = static_cast<int64_t>(weight.size());
+  entry->type = type;
+  entry->weight_bytes = static_cast<int64_t>(weight.size());
   entry->bytes.reserve(weight.size() + bias.size());
   entry->bytes.insert(entry->bytes.end(), weight.begin(), weight.end());
   entry->bytes.insert(entry->bytes.end(), bias.begin(), bias.end());
@@ -138,7 +143,7 @@ WeightId WeightCache::Identify(absl::Span<const float> weight, absl::Span<const 
   im.bytes += bytes;
   while (im.bytes > im.options.max_bytes) {
     const Entry& oldest = *im.lru.back();
-    im.bytes -= static_cast<int64_t>(oldest.bytes.size() * sizeof(float));
+    im.bytes -= static_cast<int64_t>(oldest.bytes.size());
     im.entries--;
     im.index.erase(oldest.hash);
     im.lru.pop_back();

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/core/data_type.h"
 #include "engine/core/weight_id.h"
 
 namespace sparkle {
@@ -28,7 +29,7 @@ class WeightCache {
     int64_t max_bytes = int64_t{256} << 20;
     // Test seam: replaces XXH3-128 (e.g. by a constant, to make every pair of weights
     // collide). Null in production.
-    std::function<std::pair<uint64_t, uint64_t>(absl::Span<const float>, absl::Span<const float>)>
+    std::function<std::pair<uint64_t, uint64_t>(absl::Span<const char>, absl::Span<const char>)>
         hash_for_testing;
   };
 
@@ -46,9 +47,18 @@ class WeightCache {
   static absl::StatusOr<std::unique_ptr<WeightCache>> Create(const Options& options);
   ~WeightCache();
 
-  // The confirmed identity of `weight` followed by `bias` (empty for no bias), or an empty id
-  // (see the header comment). Thread-safe; hashing, comparing and copying run outside the lock.
-  WeightId Identify(absl::Span<const float> weight, absl::Span<const float> bias);
+  // The confirmed identity of the bytes of `weight` followed by `bias` (empty for no bias) as
+  // elements of `type` (part of the identity: equal bytes of two datatypes are two weights),
+  // or an empty id (see the header comment). Thread-safe; hashing, comparing and copying run
+  // outside the lock.
+  WeightId Identify(DataType type, absl::Span<const char> weight, absl::Span<const char> bias);
+  // FP32 weights.
+  WeightId Identify(absl::Span<const float> weight, absl::Span<const float> bias) {
+    return Identify(DataType::kFp32, AsBytes(weight), AsBytes(bias));
+  }
+  static absl::Span<const char> AsBytes(absl::Span<const float> values) {
+    return {reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)};
+  }
 
   Stats stats() const;
 

@@ -162,12 +162,13 @@ class ScratchBuffer {
 // they are not cached, and the scratchpad every primitive of one call uses in turn. Per thread,
 // so concurrent calls (even of one primitive) never share them.
 struct ThreadScratch {
-  ScratchBuffer src, weights, dst, scratchpad;
+  ScratchBuffer src, weights, bias, dst, scratchpad;
   // Frees every buffer when together they hold more than `retain` bytes.
   void Trim(int64_t retain) {
-    const size_t held = src.size() + weights.size() + dst.size() + scratchpad.size();
+    const size_t held =
+        src.size() + weights.size() + bias.size() + dst.size() + scratchpad.size();
     if (held <= static_cast<size_t>(retain)) return;
-    src.Release(), weights.Release(), dst.Release(), scratchpad.Release();
+    src.Release(), weights.Release(), bias.Release(), dst.Release(), scratchpad.Release();
   }
 };
 
@@ -198,14 +199,93 @@ Step MakeReorder(const dnnl::engine& engine, const Md& from, const Md& to) {
 // Everything one call of one geometry at one thread count runs. Immutable once built, shared
 // by the calls that run it concurrently.
 struct PrimitiveSet {
-  Md user_src, user_weights, user_dst, bias;  // the caller's plain layouts
-  Md src, weights, dst;                       // the layouts the convolution chose
-  Step conv, src_reorder, weights_reorder, dst_reorder;
+  // The caller's plain layouts, in the caller's datatypes (user_bias and user_residual empty
+  // without bias / residual).
+  Md user_src, user_weights, user_bias, user_residual, user_dst;
+  Md src, weights, bias, dst;  // the layouts and datatypes the convolution chose
+  // The residual is placed in `dst` (which the sum post-op reads) by residual_reorder, or, when
+  // user_residual == dst, copied.
+  Step conv, src_reorder, weights_reorder, bias_reorder, residual_reorder, dst_reorder;
   std::string impl;
   int64_t bytes = 0;  // CpuBackend::PrimitiveBytes of its geometry: its weight in the LRU
 };
 
 dnnl::memory::dims Dims(std::initializer_list<int64_t> dims) { return dims; }
+
+dnnl::memory::data_type DnnlType(DataType type) {
+  switch (type) {
+    case DataType::kFp32:
+      return dnnl::memory::data_type::f32;
+    case DataType::kBf16:
+      return dnnl::memory::data_type::bf16;
+    case DataType::kFp16:
+      return dnnl::memory::data_type::f16;
+  }
+  return dnnl::memory::data_type::f32;
+}
+
+// Whether oneDNN runs bf16 convolutions with bf16 instructions on this CPU (on plain
+// avx512_core it would emulate them, slower than converting to FP32).
+bool NativeBf16() {
+  const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+  return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+}
+
+// The datatypes of the convolution itself: src/weights, bias, dst. FP32 runs FP32; native BF16
+// runs bf16 src/weights/bias (the caller's bias as is; oneDNN accumulates in FP32) into the
+// requested output type; everything else is converted to FP32 by the layout reorders.
+struct ConvTypes {
+  dnnl::memory::data_type src, bias, dst;
+};
+ConvTypes ConvTypesOf(const Conv2dParams& p) {
+  if (p.dtype == DataType::kBf16 && NativeBf16()) {
+    return {dnnl::memory::data_type::bf16, dnnl::memory::data_type::bf16,
+            DnnlType(p.output_dtype)};
+  }
+  return {dnnl::memory::data_type::f32, dnnl::memory::data_type::f32,
+          dnnl::memory::data_type::f32};
+}
+
+// The epilogue as oneDNN post-ops: sum (the residual, already in dst) first, then the
+// activation, both with scale 1.
+dnnl::post_ops EpiloguePostOps(const Conv2dParams& p) {
+  dnnl::post_ops ops;
+  if (p.has_residual) ops.append_sum(1.f);
+  using Alg = dnnl::algorithm;
+  switch (p.activation) {
+    case Activation::kNone:
+      break;
+    case Activation::kRelu:
+      ops.append_eltwise(1.f, Alg::eltwise_relu, 0.f, 0.f);
+      break;
+    case Activation::kRelu6:
+      ops.append_eltwise(1.f, Alg::eltwise_clip, 0.f, 6.f);
+      break;
+    case Activation::kClip:
+      ops.append_eltwise(1.f, Alg::eltwise_clip, p.clip_min, p.clip_max);
+      break;
+    case Activation::kSigmoid:
+      ops.append_eltwise(1.f, Alg::eltwise_logistic, 0.f, 0.f);
+      break;
+    case Activation::kTanh:
+      ops.append_eltwise(1.f, Alg::eltwise_tanh, 0.f, 0.f);
+      break;
+    case Activation::kSilu:
+      ops.append_eltwise(1.f, Alg::eltwise_swish, 1.f, 0.f);  // x * sigmoid(1 * x)
+      break;
+    case Activation::kGeluTanh:
+      ops.append_eltwise(1.f, Alg::eltwise_gelu_tanh, 0.f, 0.f);
+      break;
+  }
+  return ops;
+}
+
+// The convolution's attributes: the user-provided scratchpad and the epilogue.
+dnnl::primitive_attr ConvAttr(const Conv2dParams& p) {
+  dnnl::primitive_attr attr = UserScratchpad();
+  attr.set_post_ops(EpiloguePostOps(p));
+  return attr;
+}
 
 // Whether Winograd may beat the direct algorithm on p: 3x3, stride 1, dense, ungrouped, and
 // C, K >= 32. Measured with its reorders to nChw16c (oneDNN 2.6, this project's 2-core AVX-512
@@ -230,69 +310,102 @@ struct ConvChoice {
 std::vector<ConvChoice> ConvChoices(const Conv2dParams& p, bool winograd) {
   std::vector<ConvChoice> choices;
   if (winograd) choices.push_back({dnnl::algorithm::convolution_winograd, Tag::any});
-  if (p.layout == Layout::kNCHW && p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-      p.pad_h == 0 && p.pad_w == 0 && p.groups == 1 && p.p() * p.q() >= 64) {
+  if (p.dtype == DataType::kFp32 && p.layout == Layout::kNCHW && p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+      p.pad_top == 0 && p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0 &&
+      p.groups == 1 && p.p() * p.q() >= 64) {
     choices.push_back({dnnl::algorithm::convolution_direct, Tag::nchw});
   }
   choices.push_back({dnnl::algorithm::convolution_direct, Tag::any});
   return choices;
 }
 
+// The caller's plain layouts of p, in its datatypes; bias and residual empty when absent.
+struct UserMds {
+  Md src, weights, bias, residual, dst;
+};
+Tag PlainTag(const Conv2dParams& p) { return p.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw; }
+UserMds UserMdsOf(const Conv2dParams& p) {
+  const auto dst_dims = Dims({p.n, p.k, p.p(), p.q()});
+  const dnnl::memory::data_type type = DnnlType(p.dtype);
+  UserMds mds;
+  mds.src = Md(Dims({p.n, p.c, p.h, p.w}), type, PlainTag(p));
+  mds.weights = Md(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
+                                : Dims({p.k, p.c, p.r, p.s}),
+                   type, p.groups > 1 ? Tag::goihw : Tag::oihw);
+  if (p.has_bias) mds.bias = Md(Dims({p.k}), type, Tag::a);
+  if (p.has_residual) mds.residual = Md(dst_dims, type, PlainTag(p));
+  mds.dst = Md(dst_dims, DnnlType(p.output_dtype), PlainTag(p));
+  return mds;
+}
+
 // Bytes a call of `pd` needs besides the caller's tensors: the scratchpad and a buffer per
-// operand whose layout differs from the caller's plain one.
-int64_t ScratchBytes(const dnnl::convolution_forward::primitive_desc& pd, const Md& user_src,
-                     const Md& user_weights, const Md& user_dst) {
+// operand whose layout or datatype differs from the caller's plain one (the residual needs
+// none: it is placed in dst's buffer, the caller's output or dst's own scratch).
+int64_t ScratchBytes(const dnnl::convolution_forward::primitive_desc& pd, const UserMds& user) {
   int64_t bytes = static_cast<int64_t>(pd.scratchpad_desc().get_size());
-  if (pd.src_desc() != user_src) bytes += static_cast<int64_t>(pd.src_desc().get_size());
-  if (pd.weights_desc() != user_weights) bytes += static_cast<int64_t>(pd.weights_desc().get_size());
-  if (pd.dst_desc() != user_dst) bytes += static_cast<int64_t>(pd.dst_desc().get_size());
+  if (pd.src_desc() != user.src) bytes += static_cast<int64_t>(pd.src_desc().get_size());
+  if (pd.weights_desc() != user.weights) {
+    bytes += static_cast<int64_t>(pd.weights_desc().get_size());
+  }
+  if (pd.bias_desc() != user.bias) bytes += static_cast<int64_t>(pd.bias_desc().get_size());
+  if (pd.dst_desc() != user.dst) bytes += static_cast<int64_t>(pd.dst_desc().get_size());
   return bytes;
 }
 
-// The caller's plain layouts of p.
-Tag PlainTag(const Conv2dParams& p) { return p.layout == Layout::kNHWC ? Tag::nhwc : Tag::nchw; }
-Md UserWeights(const Conv2dParams& p) {
-  return Md(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
-                         : Dims({p.k, p.c, p.r, p.s}),
-            dnnl::memory::data_type::f32, p.groups > 1 ? Tag::goihw : Tag::oihw);
-}
-
 // The first of ConvChoices that oneDNN offers on this CPU and whose scratch (ScratchBytes) is
-// at most `max_scratch` bytes. Only descriptors are made here: nothing large is allocated.
+// at most `max_scratch` bytes. Only descriptors are made here, nothing large is allocated...
+// unless `conv` is not null: then the primitive is also made into *conv, and an implementation
+// whose kernel fails to build is skipped for the next (oneDNN 2.6 offers jit_bf16 on
+// avx512_core_bf16 for grouped weights with a logistic or swish post-op, then cannot build it).
+// Both happen here because oneDNN's implementation iterator refers to `desc` and `attr`, which
+// must outlive its next_impl() calls.
 absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
-    const dnnl::engine& engine, const Conv2dParams& p, bool winograd, int64_t max_scratch) {
+    const dnnl::engine& engine, const Conv2dParams& p, bool winograd, int64_t max_scratch,
+    dnnl::convolution_forward* conv = nullptr) {
   const auto src_dims = Dims({p.n, p.c, p.h, p.w});
   const auto dst_dims = Dims({p.n, p.k, p.p(), p.q()});
+  const ConvTypes types = ConvTypesOf(p);
   const Md weights(p.groups > 1 ? Dims({p.groups, p.k / p.groups, p.c / p.groups, p.r, p.s})
                                 : Dims({p.k, p.c, p.r, p.s}),
-                   dnnl::memory::data_type::f32, Tag::any);
-  const Md bias = p.has_bias ? Md(Dims({p.k}), dnnl::memory::data_type::f32, Tag::a) : Md();
+                   types.src, Tag::any);
+  const Md bias = p.has_bias ? Md(Dims({p.k}), types.bias, Tag::a) : Md();
   const auto strides = Dims({p.stride_h, p.stride_w});
   const auto dilates = Dims({p.dilation_h - 1, p.dilation_w - 1});  // oneDNN: 0 = dense
-  const auto pads = Dims({p.pad_h, p.pad_w});
-  const Md user_src(src_dims, dnnl::memory::data_type::f32, PlainTag(p));
-  const Md user_dst(dst_dims, dnnl::memory::data_type::f32, PlainTag(p));
-  const Md user_weights = UserWeights(p);
+  const auto pads_l = Dims({p.pad_top, p.pad_left}), pads_r = Dims({p.pad_bottom, p.pad_right});
+  const UserMds user = UserMdsOf(p);
+  const dnnl::primitive_attr attr = ConvAttr(p);
   std::vector<ConvChoice> choices = ConvChoices(p, winograd);
   // Plain layouts last: oneDNN's gemm-based kernels, which need no reorder buffers, for when
   // the blocked layouts' buffers (channels padded to 16) exceed the scratch limit.
   choices.push_back({dnnl::algorithm::convolution_direct, PlainTag(p)});
-  absl::Status last;
+  absl::Status last, built;  // the last refusal of a descriptor, of a primitive
   int64_t smallest = -1;
   for (const ConvChoice& choice : choices) {
-    const Md src(src_dims, dnnl::memory::data_type::f32, choice.layout);
-    const Md dst(dst_dims, dnnl::memory::data_type::f32, choice.layout);
+    const Md src(src_dims, types.src, choice.layout);
+    const Md dst(dst_dims, types.dst, choice.layout);
     try {
       dnnl::convolution_forward::desc desc(dnnl::prop_kind::forward_inference, choice.algorithm,
-                                           src, weights, bias, dst, strides, dilates, pads, pads);
-      dnnl::convolution_forward::primitive_desc pd(desc, UserScratchpad(), engine);
-      const int64_t bytes = ScratchBytes(pd, user_src, user_weights, user_dst);
-      if (bytes <= max_scratch) return pd;
-      if (smallest < 0 || bytes < smallest) smallest = bytes;
+                                           src, weights, bias, dst, strides, dilates, pads_l, pads_r);
+      dnnl::convolution_forward::primitive_desc pd(desc, attr, engine);
+      do {  // this choice's implementations, best first
+        const int64_t bytes = ScratchBytes(pd, user);
+        if (bytes > max_scratch) {
+          if (smallest < 0 || bytes < smallest) smallest = bytes;
+          continue;
+        }
+        if (conv == nullptr) return pd;
+        try {
+          *conv = dnnl::convolution_forward(pd);
+          return pd;
+        } catch (const dnnl::error& e) {
+          built = DnnlError(e, p);
+        }
+      } while (pd.next_impl());
     } catch (const dnnl::error& e) {
       last = DnnlError(e, p, absl::StatusCode::kInvalidArgument);
     }
   }
+  if (!built.ok()) return built;
   if (smallest >= 0) {
     return absl::ResourceExhaustedError(absl::StrCat(
         p.ToString(), " needs at least ", smallest, " bytes of scratch (oneDNN scratchpad and "
@@ -303,23 +416,27 @@ absl::StatusOr<dnnl::convolution_forward::primitive_desc> MakeConvPd(
 
 absl::StatusOr<PrimitiveSet> MakePrimitiveSet(const dnnl::engine& engine, const Conv2dParams& p,
                                               bool winograd, int64_t max_scratch) {
+  dnnl::convolution_forward conv;
   absl::StatusOr<dnnl::convolution_forward::primitive_desc> made =
-      MakeConvPd(engine, p, winograd, max_scratch);
+      MakeConvPd(engine, p, winograd, max_scratch, &conv);
   if (!made.ok()) return made.status();
   const dnnl::convolution_forward::primitive_desc& pd = *made;
-  const Tag plain = PlainTag(p);
+  const UserMds user = UserMdsOf(p);
   PrimitiveSet set;
-  set.user_src = Md(pd.src_desc().dims(), dnnl::memory::data_type::f32, plain);
-  set.user_dst = Md(pd.dst_desc().dims(), dnnl::memory::data_type::f32, plain);
-  set.user_weights = Md(pd.weights_desc().dims(), dnnl::memory::data_type::f32,
-                        p.groups > 1 ? Tag::goihw : Tag::oihw);
-  if (p.has_bias) set.bias = pd.bias_desc();
+  set.user_src = user.src;
+  set.user_weights = user.weights;
+  set.user_bias = user.bias;
+  set.user_residual = user.residual;
+  set.user_dst = user.dst;
   set.src = pd.src_desc();
   set.weights = pd.weights_desc();
+  if (p.has_bias) set.bias = pd.bias_desc();
   set.dst = pd.dst_desc();
-  set.conv = {dnnl::convolution_forward(pd), pd.scratchpad_desc()};
+  set.conv = {conv, pd.scratchpad_desc()};
   set.src_reorder = MakeReorder(engine, set.user_src, set.src);
   set.weights_reorder = MakeReorder(engine, set.user_weights, set.weights);
+  if (p.has_bias) set.bias_reorder = MakeReorder(engine, set.user_bias, set.bias);
+  if (p.has_residual) set.residual_reorder = MakeReorder(engine, set.user_residual, set.dst);
   set.dst_reorder = MakeReorder(engine, set.dst, set.user_dst);
   set.impl = pd.impl_info_str();
   return set;
@@ -327,8 +444,8 @@ absl::StatusOr<PrimitiveSet> MakePrimitiveSet(const dnnl::engine& engine, const 
 
 // A memory over the caller's buffer. oneDNN takes non-const handles but never writes a
 // primitive's inputs.
-dnnl::memory UserMemory(const Md& md, const dnnl::engine& engine, const float* data) {
-  return dnnl::memory(md, engine, const_cast<float*>(data));
+dnnl::memory UserMemory(const Md& md, const dnnl::engine& engine, const void* data) {
+  return dnnl::memory(md, engine, const_cast<void*>(data));
 }
 
 // Runs one step on `stream` with the calling thread's scratchpad.
@@ -345,6 +462,7 @@ void Execute(const Step& step, const dnnl::engine& engine, dnnl::stream& stream,
 // engine/core/weight_cache.h), so a lookup compares nothing.
 struct CachedWeights {
   WeightId weight_id;
+  Md source;  // the caller's plain md (its datatype): a collision across datatypes cannot mix
   Md layout;
   dnnl::memory reordered;
   int64_t bytes;  // the reordered copy
@@ -352,7 +470,9 @@ struct CachedWeights {
 
 // A registered weight's reordered copy, kept in its PrepackedWeights store.
 struct PrepackedCpuWeights : PrepackedWeights::Copy {
-  PrepackedCpuWeights(Md l, dnnl::memory r) : layout(std::move(l)), reordered(std::move(r)) {}
+  PrepackedCpuWeights(Md s, Md l, dnnl::memory r)
+      : source(std::move(s)), layout(std::move(l)), reordered(std::move(r)) {}
+  Md source;
   Md layout;
   dnnl::memory reordered;
 };
@@ -371,8 +491,9 @@ struct CpuBackend::Impl {
   PrimitiveLru primitives ABSL_GUARDED_BY(mu);
   std::unordered_map<std::string, PrimitiveLru::iterator> primitive_index ABSL_GUARDED_BY(mu);
   int64_t primitive_bytes ABSL_GUARDED_BY(mu) = 0;  // sum of the cached sets' `bytes`
-  // Keyed by (weight_id, reordered layout): the layout holds the weight dims, and batches of
-  // any size or thread count whose convolutions pick one layout share one entry.
+  // Keyed by (weight_id, source md, reordered layout): the layout holds the weight dims and the
+  // computed datatype, the source md the caller's datatype; batches of any size or thread count
+  // whose convolutions pick one layout share one entry.
   using WeightLru = std::list<std::shared_ptr<const CachedWeights>>;
   WeightLru weights ABSL_GUARDED_BY(mu);
   absl::flat_hash_map<WeightId, std::vector<WeightLru::iterator>> weight_index ABSL_GUARDED_BY(mu);
@@ -384,6 +505,7 @@ struct CpuBackend::Impl {
   // most 4x the plain bytes, F(4,3)).
   bool Winograd(const Conv2dParams& p, bool identified) const {
     return options.allow_winograd && identified && WinogradShape(p) &&
+           p.dtype == DataType::kFp32 && p.output_dtype == DataType::kFp32 &&
            4 * p.weight_elements() * static_cast<int64_t>(sizeof(float)) <=
                options.weight_cache_bytes;
   }
@@ -391,8 +513,9 @@ struct CpuBackend::Impl {
   // caller has set the OpenMP team size to `threads`.
   absl::StatusOr<std::shared_ptr<const PrimitiveSet>> Primitives(const Conv2dParams& p,
                                                                  int threads, bool winograd);
-  // The cached reordered weights for (weight_id, layout), or null.
-  std::shared_ptr<const CachedWeights> FindWeights(const WeightId& weight_id, const Md& layout);
+  // The cached reordered weights for (weight_id, source, layout), or null.
+  std::shared_ptr<const CachedWeights> FindWeights(const WeightId& weight_id, const Md& source,
+                                                   const Md& layout);
   // Inserts `entry`, replacing any entry of the same key and layout, then evicts to the limit.
   void InsertWeights(std::shared_ptr<const CachedWeights> entry);
   // args.weight in set.weights' layout: the caller's own buffer when the layouts match, else
@@ -448,12 +571,13 @@ absl::StatusOr<std::shared_ptr<const PrimitiveSet>> CpuBackend::Impl::Primitives
 }
 
 std::shared_ptr<const CachedWeights> CpuBackend::Impl::FindWeights(const WeightId& weight_id,
+                                                                   const Md& source,
                                                                    const Md& layout) {
   absl::MutexLock lock(&mu);
   auto found = weight_index.find(weight_id);
   if (found == weight_index.end()) return nullptr;
   for (WeightLru::iterator it : found->second) {
-    if ((*it)->layout == layout) {
+    if ((*it)->layout == layout && (*it)->source == source) {
       weights.splice(weights.begin(), weights, it);
       return *it;
     }
@@ -473,7 +597,7 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
   const int64_t bytes = static_cast<int64_t>(set.weights.get_size());
   const bool cacheable = !args.weight_id.empty() && bytes <= options.weight_cache_bytes;
   if (cacheable) {
-    *cached = FindWeights(args.weight_id, set.weights);
+    *cached = FindWeights(args.weight_id, set.user_weights, set.weights);
     if (*cached != nullptr) return (*cached)->reordered;
   }
   const dnnl::memory reordered =
@@ -484,7 +608,7 @@ dnnl::memory CpuBackend::Impl::Weights(const PrimitiveSet& set, const Conv2dPara
   if (cacheable) {
     stream.wait();  // other threads may use the entry as soon as it is inserted
     InsertWeights(std::make_shared<const CachedWeights>(
-        CachedWeights{args.weight_id, set.weights, reordered, bytes}));
+        CachedWeights{args.weight_id, set.user_weights, set.weights, reordered, bytes}));
   }
   return reordered;
 }
@@ -494,7 +618,7 @@ std::shared_ptr<const PrepackedCpuWeights> CpuBackend::Impl::Prepacked(const Pri
                                                                       dnnl::stream& stream) {
   const auto match = [&](const PrepackedWeights::Copy& copy) {
     const auto* cpu = dynamic_cast<const PrepackedCpuWeights*>(&copy);
-    return cpu != nullptr && cpu->layout == set.weights;
+    return cpu != nullptr && cpu->layout == set.weights && cpu->source == set.user_weights;
   };
   if (auto copy = args.prepacked->Find(match)) {
     return std::static_pointer_cast<const PrepackedCpuWeights>(copy);
@@ -504,7 +628,7 @@ std::shared_ptr<const PrepackedCpuWeights> CpuBackend::Impl::Prepacked(const Pri
   Execute(set.weights_reorder, engine, stream, {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, reordered}});
   stream.wait();  // other threads may use the copy as soon as it is stored
   auto copy = args.prepacked->Add(
-      match, std::make_shared<const PrepackedCpuWeights>(set.weights, reordered),
+      match, std::make_shared<const PrepackedCpuWeights>(set.user_weights, set.weights, reordered),
       static_cast<int64_t>(set.weights.get_size()));
   if (copy == nullptr) {
     if (args.prepacked->refused() == 1) {
@@ -521,7 +645,7 @@ void CpuBackend::Impl::InsertWeights(std::shared_ptr<const CachedWeights> entry)
   absl::MutexLock lock(&mu);
   std::vector<WeightLru::iterator>& same_id = weight_index[entry->weight_id];
   for (auto it = same_id.begin(); it != same_id.end(); ++it) {
-    if ((**it)->layout == entry->layout) {
+    if ((**it)->layout == entry->layout && (**it)->source == entry->source) {
       weight_bytes -= (**it)->bytes;
       weights.erase(*it);
       same_id.erase(it);
@@ -577,7 +701,9 @@ absl::StatusOr<std::unique_ptr<CpuBackend>> CpuBackend::Create(const Options& op
   spdlog::debug("cpu backend: oneDNN {}.{}.{} on {}, {} threads", dnnl::version()->major,
                 dnnl::version()->minor, dnnl::version()->patch,
                 IsaName(dnnl::get_effective_cpu_isa()), impl->threads);
-  return std::unique_ptr<CpuBackend>(new CpuBackend(std::move(impl)));
+  auto backend = std::unique_ptr<CpuBackend>(new CpuBackend(std::move(impl)));
+  spdlog::info("cpu backend datatypes: {}", backend->DescribeDatatypes());
+  return backend;
 }
 
 CpuBackend::CpuBackend(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -586,6 +712,29 @@ CpuBackend::~CpuBackend() = default;
 int CpuBackend::threads() const { return impl_->threads; }
 
 std::string CpuBackend::Isa() const { return IsaName(dnnl::get_effective_cpu_isa()); }
+
+CpuBackend::DatatypePath CpuBackend::Path(DataType type) const {
+  switch (type) {
+    case DataType::kFp32:
+      return DatatypePath::kNative;
+    case DataType::kBf16:
+      return NativeBf16() ? DatatypePath::kNative : DatatypePath::kConvertedToFp32;
+    case DataType::kFp16:
+      return DatatypePath::kConvertedToFp32;
+  }
+  return DatatypePath::kConvertedToFp32;
+}
+
+std::string CpuBackend::DescribeDatatypes() const {
+  const std::string isa = Isa();
+  return absl::StrCat(
+      "FP32 native; ",
+      Path(DataType::kBf16) == DatatypePath::kNative
+          ? absl::StrCat("BF16 native (", isa, ")")
+          : absl::StrCat("BF16 converted to FP32 (", isa, " has no bf16 instructions)"),
+      "; FP16 converted to FP32 (oneDNN ", dnnl::version()->major, ".", dnnl::version()->minor,
+      " has no f16 convolution for ", isa, ")");
+}
 
 int64_t CpuBackend::PrimitiveBytes(const Conv2dParams& p) {
   return kPrimitiveBaseBytes + kPrimitiveBytesPerOutputColumn * p.q();
@@ -623,9 +772,10 @@ absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int th
         absl::StrCat("threads must be in [1, ", impl_->threads, "]; was ", threads));
   }
   if (args.input == nullptr || args.weight == nullptr || args.output == nullptr ||
-      (p.has_bias && args.bias == nullptr)) {
+      (p.has_bias && args.bias == nullptr) || (p.has_residual && args.residual == nullptr)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("null input, weight, output or (with has_bias) bias for ", p.ToString()));
+        absl::StrCat("null input, weight, output, or (with has_bias) bias, or (with has_residual) "
+                     "residual for ", p.ToString()));
   }
   ScopedOmpThreads omp_threads(threads);
   absl::Status status = CatchAll(p, [&]() -> absl::Status {
@@ -648,9 +798,28 @@ absl::Status CpuBackend::Run(const Conv2dParams& p, const ConvArgs& args, int th
         set->dst_reorder.primitive
             ? dnnl::memory(set->dst, impl.engine, scratch.dst.Get(set->dst.get_size()))
             : UserMemory(set->user_dst, impl.engine, args.output);
+    if (p.has_residual) {
+      // The sum post-op adds what dst holds when the convolution starts.
+      if (set->residual_reorder.primitive) {
+        Execute(set->residual_reorder, impl.engine, stream,
+                {{DNNL_ARG_FROM, UserMemory(set->user_residual, impl.engine, args.residual)},
+                 {DNNL_ARG_TO, dst}});
+      } else if (dst.get_data_handle() != args.residual) {
+        std::memmove(dst.get_data_handle(), args.residual, set->dst.get_size());
+      }
+    }
     std::unordered_map<int, dnnl::memory> conv_args = {
         {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-    if (p.has_bias) conv_args.emplace(DNNL_ARG_BIAS, UserMemory(set->bias, impl.engine, args.bias));
+    if (p.has_bias) {
+      dnnl::memory bias = UserMemory(set->user_bias, impl.engine, args.bias);
+      if (set->bias_reorder.primitive) {
+        dnnl::memory plain = bias;
+        bias = dnnl::memory(set->bias, impl.engine, scratch.bias.Get(set->bias.get_size()));
+        Execute(set->bias_reorder, impl.engine, stream,
+                {{DNNL_ARG_FROM, plain}, {DNNL_ARG_TO, bias}});
+      }
+      conv_args.emplace(DNNL_ARG_BIAS, bias);
+    }
     Execute(set->conv, impl.engine, stream, std::move(conv_args));
     if (set->dst_reorder.primitive) {
       Execute(set->dst_reorder, impl.engine, stream,

@@ -7,6 +7,15 @@
 // temporary buffers (layout reorders, scratchpad) live in per-thread scratch that grows to the
 // largest size seen and is reused, so steady-state calls allocate nothing and touch no fresh
 // pages; scratch beyond Options::scratch_retain_bytes is freed after the call that needed it.
+//
+// The epilogue runs inside the convolution as oneDNN post-ops: the residual as a sum post-op
+// (the residual is first placed in the convolution's destination, which the sum reads), then the
+// activation as an eltwise post-op. Datatypes: FP32 natively; BF16 natively (oneDNN's bf16
+// kernels, FP32 accumulation, output BF16 or FP32) where the ISA has bf16 instructions
+// (avx512_core_bf16, amx), else converted to FP32; FP16 always converted to FP32 (oneDNN 2.6 has
+// no f16 convolution on the CPU): inputs are widened by the layout reorders and the output
+// narrowed by the destination reorder, so the arithmetic is FP32's. Path() and
+// DescribeDatatypes() say which; Create logs it.
 #pragma once
 
 #include <cstdint>
@@ -21,12 +30,14 @@
 
 namespace sparkle {
 
-// Plain (NCHW or NHWC as params.layout says) FP32 tensors of one convolution.
+// Plain (NCHW or NHWC as params.layout says) tensors of one convolution, elements of
+// params.dtype (the output: params.output_dtype).
 struct ConvArgs {
-  const float* input = nullptr;
-  const float* weight = nullptr;  // [K, C/groups, R, S] always
-  const float* bias = nullptr;    // [K] when params.has_bias
-  float* output = nullptr;
+  const void* input = nullptr;
+  const void* weight = nullptr;    // [K, C/groups, R, S] always
+  const void* bias = nullptr;      // [K] when params.has_bias
+  const void* residual = nullptr;  // the output's shape and layout, when params.has_residual
+  void* output = nullptr;
   // Confirmed identity of `weight` (engine/core/weight_id.h: equal ids are equal bytes); empty =
   // none (weights reordered on every call, nothing cached).
   WeightId weight_id;
@@ -47,7 +58,10 @@ class CpuBackend {
     // oneDNN offers it on this CPU and the call's weights are cached (a weight_id and room in
     // the weight cache): about 1.5x the direct rate here, reorders included; relative L2 error
     // < 1e-5 on the shape table. Uncached weights run direct: the Winograd weight transform
-    // costs up to 50x the convolution.
+    // costs up to 50x the convolution. FP32 only (input and output): BF16/FP16 always run
+    // direct. With an epilogue only where oneDNN's Winograd kernel takes it as post-ops (2.6 on
+    // avx512_core: residual and/or relu; the oracle agrees within the same 1e-5): any other
+    // activation makes the call run direct.
     bool allow_winograd = true;
     // Bytes of reordered weights kept across calls (LRU). Range [0, 2^40]; 0 disables the cache.
     int64_t weight_cache_bytes = int64_t{256} << 20;
@@ -69,6 +83,10 @@ class CpuBackend {
     // memory of one large call is not kept for good. Bytes per thread, range [0, 2^40].
     int64_t scratch_retain_bytes = int64_t{64} << 20;
   };
+
+  // How the CPU computes a datatype: natively (oneDNN's kernels of that type, FP32
+  // accumulation) or converted to FP32 (widened on the way in, narrowed on the way out).
+  enum class DatatypePath { kNative, kConvertedToFp32 };
 
   static absl::StatusOr<std::unique_ptr<CpuBackend>> Create(const Options& options);
   ~CpuBackend();
@@ -96,6 +114,14 @@ class CpuBackend {
 
   int threads() const;       // resolved Options::threads
   std::string Isa() const;   // the ISA oneDNN dispatches to, e.g. "avx512_core"
+
+  // How `type` is computed on this CPU: FP32 native; BF16 native where Isa() has bf16
+  // (avx512_core_bf16, avx512_core_amx), else converted; FP16 converted.
+  DatatypePath Path(DataType type) const;
+  // One line for the log and `sparklectl status`, e.g. "FP32 native; BF16 native
+  // (avx512_core_bf16); FP16 converted to FP32 (oneDNN 2.6 has no f16 convolution for
+  // avx512_core_bf16)".
+  std::string DescribeDatatypes() const;
 
  private:
   // Implementation details follow; API users need not read.

@@ -18,10 +18,26 @@ namespace {
 
 // Growable per-thread buffers for concatenating a batch along N. They keep their pages, so
 // steady-state batches touch no fresh memory.
+// Float-typed so that every element type is aligned; sized in bytes.
 struct GatherScratch {
-  std::vector<float> input;
-  std::vector<float> output;
+  std::vector<float> input, residual, output;
+  static void* Reserve(std::vector<float>* v, int64_t bytes) {
+    const size_t floats = static_cast<size_t>((bytes + 3) / 4);
+    if (v->size() < floats) v->resize(floats);
+    return v->data();
+  }
 };
+
+// Concatenates `bytes_per_image` × job n bytes of each job's `member` tensor into `dst`.
+void Gather(const std::vector<std::unique_ptr<Conv2dJob>>& jobs, const void* Conv2dJob::*member,
+            int64_t bytes_per_image, void* dst) {
+  char* at = static_cast<char*>(dst);
+  for (const auto& job : jobs) {
+    const int64_t bytes = job->params.n * bytes_per_image;
+    std::memcpy(at, job.get()->*member, static_cast<size_t>(bytes));
+    at += bytes;
+  }
+}
 thread_local GatherScratch gather_scratch;
 
 }  // namespace
@@ -79,14 +95,16 @@ struct CpuExecutor::Impl {
     const double per_image = params.flops() / static_cast<double>(params.n);
     const int64_t slice_n = std::clamp<int64_t>(
         static_cast<int64_t>(options.slice_flops / std::max(per_image, 1.0)), 1, params.n);
-    const int64_t in_per_image = params.input_elements() / params.n;
-    const int64_t out_per_image = params.output_elements() / params.n;
     for (int64_t done_n = 0; done_n < params.n; done_n += slice_n) {
       Conv2dParams slice = params;
       slice.n = std::min(slice_n, params.n - done_n);
       ConvArgs slice_args = args;
-      slice_args.input = args.input + done_n * in_per_image;
-      slice_args.output = args.output + done_n * out_per_image;
+      slice_args.input = static_cast<const char*>(args.input) + done_n * params.input_image_bytes();
+      slice_args.output = static_cast<char*>(args.output) + done_n * params.output_image_bytes();
+      if (params.has_residual) {
+        slice_args.residual =
+            static_cast<const char*>(args.residual) + done_n * params.residual_image_bytes();
+      }
       AcquireAll(*yielded);
       *yielded = true;
       absl::Status s = options.backend->Run(slice, slice_args, threads);
@@ -132,28 +150,29 @@ struct CpuExecutor::Impl {
         if (gather) {
           // N is the outermost dimension in both layouts: each job is one contiguous slice.
           GatherScratch& scratch = gather_scratch;
-          scratch.input.resize(std::max<size_t>(scratch.input.size(), params.input_elements()));
-          scratch.output.resize(
-              std::max<size_t>(scratch.output.size(), params.output_elements()));
-          float* dst = scratch.input.data();
-          for (const auto& job : live) {
-            const int64_t count = job->params.input_elements();
-            std::memcpy(dst, job->input, count * sizeof(float));
-            dst += count;
+          void* input = GatherScratch::Reserve(&scratch.input, params.n * params.input_image_bytes());
+          Gather(live, &Conv2dJob::input, params.input_image_bytes(), input);
+          args.input = input;
+          if (params.has_residual) {
+            void* residual = GatherScratch::Reserve(&scratch.residual,
+                                                    params.n * params.residual_image_bytes());
+            Gather(live, &Conv2dJob::residual, params.residual_image_bytes(), residual);
+            args.residual = residual;
           }
-          args.input = scratch.input.data();
-          args.output = scratch.output.data();
+          args.output =
+              GatherScratch::Reserve(&scratch.output, params.n * params.output_image_bytes());
         } else {
           args.input = head.input;
+          args.residual = head.residual;
           args.output = head.output;
         }
         status = options.backend->Run(params, args, 1);
         if (gather && status.ok()) {
-          const float* src = args.output;
+          const char* src = static_cast<const char*>(args.output);
           for (const auto& job : live) {
-            const int64_t count = job->params.output_elements();
-            std::memcpy(job->output, src, count * sizeof(float));
-            src += count;
+            const int64_t bytes = job->params.n * params.output_image_bytes();
+            std::memcpy(job->output, src, static_cast<size_t>(bytes));
+            src += bytes;
           }
         }
       } else {
@@ -163,6 +182,7 @@ struct CpuExecutor::Impl {
         for (const auto& job : live) {
           ConvArgs job_args = args;
           job_args.input = job->input;
+          job_args.residual = job->residual;
           job_args.output = job->output;
           status = RunSliced(job->params, job_args, &yielded);
           if (!status.ok()) break;

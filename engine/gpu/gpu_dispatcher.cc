@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "engine/core/data_type.h"
 #include "engine/core/job_lifecycle.h"
 #include "engine/core/prepacked_weights.h"
 #include "engine/registry/registered_weight.h"
@@ -33,6 +34,7 @@ bool PinOnDevice(const Conv2dJob& head, const WeightId& id, GpuDevice* device) {
     return pinned != nullptr && pinned->device == device;
   };
   if (store.Find(match) != nullptr) return true;
+  // FP32 whatever the datatype: the device keeps weights widened, the form its kernels read.
   const int64_t bytes = (head.params.weight_elements() + head.params.bias_elements()) * 4;
   return store.Add(match, std::make_shared<PinnedGpuWeights>(device, id), bytes) != nullptr;
 }
@@ -167,14 +169,16 @@ void GpuDispatcher::Dispatch(Item item) {
   work.pin_weights = PinOnDevice(head, live->weight_id, &device);
   work.parts.reserve(live->jobs.size());
   for (const auto& job : live->jobs) {
-    work.parts.push_back(GpuPart{job->input, job->output, job->params.n});
+    work.parts.push_back(GpuPart{job->input, job->output, job->params.n, job->residual});
   }
   InFlight entry;
   entry.predicted_s = item.predicted_s;
-  entry.h2d_bytes = work.params.input_elements() * 4;
-  entry.d2h_bytes = work.params.output_elements() * 4;
+  // Bytes moved, in the datatypes' sizes (the residual travels with the input).
+  const int64_t elem = ElementSize(work.params.dtype);
+  entry.h2d_bytes = (work.params.input_elements() + work.params.residual_elements()) * elem;
+  entry.d2h_bytes = work.params.output_elements() * ElementSize(work.params.output_dtype);
   if (work.weight_id.empty() || !device.WeightsResident(work.weight_id)) {
-    entry.h2d_bytes += (work.params.weight_elements() + work.params.bias_elements()) * 4;
+    entry.h2d_bytes += (work.params.weight_elements() + work.params.bias_elements()) * elem;
   }
   entry.batch = std::move(live);
   uint64_t id;

@@ -62,6 +62,16 @@ class CudnnImpl final : public ConvImpl {
     // cuDNN's legacy API takes int dimensions and strides.
     std::string reason = Int32IndexingReason(p);
     if (!reason.empty()) return reason;
+    // The legacy descriptor takes one pad per axis: asymmetric padding is the kernels' job.
+    if (p.pad_top != p.pad_bottom || p.pad_left != p.pad_right) {
+      return "asymmetric padding (cuDNN pads both sides alike)";
+    }
+    // This plan is FP32 in and out with bias only; the fused epilogue and the narrow
+    // datatypes are the hand-written kernels' job.
+    if (p.has_epilogue()) return "fused residual/activation epilogue";
+    if (p.dtype != DataType::kFp32 || p.output_dtype != DataType::kFp32) {
+      return "datatypes other than FP32";
+    }
     std::lock_guard<std::mutex> lock(mu_);
     if (broken_) return "cuDNN unavailable: " + broken_reason_;
     // Known after the first launch of the shape (the tuner then skips this implementation).
@@ -129,7 +139,7 @@ class CudnnImpl final : public ConvImpl {
     }
     if (st == CUDNN_STATUS_SUCCESS) {
       st = cudnnSetConvolution2dDescriptor(
-          plan->conv, static_cast<int>(p.pad_h), static_cast<int>(p.pad_w),
+          plan->conv, static_cast<int>(p.pad_top), static_cast<int>(p.pad_left),
           static_cast<int>(p.stride_h), static_cast<int>(p.stride_w),
           static_cast<int>(p.dilation_h), static_cast<int>(p.dilation_w),
           CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT);

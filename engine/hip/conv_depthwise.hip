@@ -3,13 +3,15 @@
 // they are bound by memory, not arithmetic: one thread per output element, consecutive threads
 // on consecutive output addresses (q in NCHW, k in NHWC) so that both the input reads and the
 // output writes coalesce, neighbouring taps shared through the cache. The 3×3 variant unrolls
-// the taps with constant offsets.
+// the taps with constant offsets. Padding may differ per side (the top/left pads are the
+// kernel's; P and Q imply the rest); the store applies the fused epilogue (conv_epilogue.h).
 #include <hip/hip_runtime.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
+#include "engine/hip/conv_epilogue.h"
 #include "engine/hip/conv_geometry.h"
 #include "engine/hip/conv_impl.h"
 
@@ -23,7 +25,7 @@ template <int kFixedRS, bool kNhwc>
 __global__ void __launch_bounds__(kDepthwiseThreads)
     DepthwiseConvKernel(ConvGeometry g, const float* __restrict__ input,
                         const float* __restrict__ weight, const float* __restrict__ bias,
-                        float* __restrict__ output) {
+                        float* __restrict__ output, ConvEpilogue epilogue) {
   const int R = kFixedRS != 0 ? kFixedRS : g.r;
   const int S = kFixedRS != 0 ? kFixedRS : g.s;
   const int multiplier = g.kg;  // output channels per input channel (C/groups == 1)
@@ -65,7 +67,7 @@ __global__ void __launch_bounds__(kDepthwiseThreads)
         acc += input[in_idx] * w[r * S + s];
       }
     }
-    output[idx] = acc;
+    output[idx] = ApplyConvEpilogue(epilogue, acc, idx);
   }
 }
 
@@ -89,12 +91,13 @@ class DepthwiseImpl final : public ConvImpl {
     const int64_t blocks = (p.output_elements() + kDepthwiseThreads - 1) / kDepthwiseThreads;
     const dim3 grid(static_cast<unsigned>(blocks < 65536 ? blocks : 65536));
     const dim3 block(kDepthwiseThreads);
+    const ConvEpilogue epilogue = MakeConvEpilogue(p, a.residual);
     if (p.layout == Layout::kNHWC) {
       hipLaunchKernelGGL((DepthwiseConvKernel<kFixedRS, true>), grid, block, 0, stream, g,
-                         a.input, a.weight, a.bias, a.output);
+                         a.input, a.weight, a.bias, a.output, epilogue);
     } else {
       hipLaunchKernelGGL((DepthwiseConvKernel<kFixedRS, false>), grid, block, 0, stream, g,
-                         a.input, a.weight, a.bias, a.output);
+                         a.input, a.weight, a.bias, a.output, epilogue);
     }
     return hipGetLastError();
   }

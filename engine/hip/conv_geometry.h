@@ -12,7 +12,7 @@ struct ConvGeometry {
   int n, c, h, w;          // input
   int k, r, s;             // output channels, kernel
   int p, q;                // output height, width
-  int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;  // pad_h/pad_w: top/left (P, Q hold the rest)
   int groups, cg, kg;      // groups, input and output channels per group
   int m;                   // GEMM rows: n * p * q output pixels
   int kred;                // GEMM reduction: cg * r * s
@@ -32,8 +32,8 @@ inline ConvGeometry MakeConvGeometry(const Conv2dParams& p) {
   g.q = static_cast<int>(p.q());
   g.stride_h = static_cast<int>(p.stride_h);
   g.stride_w = static_cast<int>(p.stride_w);
-  g.pad_h = static_cast<int>(p.pad_h);
-  g.pad_w = static_cast<int>(p.pad_w);
+  g.pad_h = static_cast<int>(p.pad_top);
+  g.pad_w = static_cast<int>(p.pad_left);
   g.dil_h = static_cast<int>(p.dilation_h);
   g.dil_w = static_cast<int>(p.dilation_w);
   g.groups = static_cast<int>(p.groups);

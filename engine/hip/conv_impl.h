@@ -14,13 +14,17 @@
 
 namespace sparkle::hip {
 
-// Device pointers of one convolution: input and output in p.layout, weight [K, C/groups, R, S],
-// bias [K] or null.
+// Device pointers of one convolution, all FP32 whatever p.dtype says (ConvKernels::LaunchTyped
+// widens other datatypes first): input and output in p.layout, weight [K, C/groups, R, S], bias
+// [K] or null, residual (the output's shape and layout) when p.has_residual, else null. Every
+// implementation applies p's epilogue in its store (conv_epilogue.h):
+//   output = activation(conv + bias + residual).
 struct DevConvArgs {
   const float* input;
   const float* weight;
   const float* bias;
   float* output;
+  const float* residual = nullptr;
 };
 
 class ConvImpl {

@@ -5,11 +5,13 @@
 // computes a BM × BN output tile: for each BK slice of the reduction it stages the input taps
 // (im2col done on the fly while loading, never materialised) and the weights in shared
 // memory, double-buffered so that the global loads of slice t+1 overlap the arithmetic of slice
-// t, and each thread accumulates a TM × TN register micro-tile. Bias is added in the epilogue.
+// t, and each thread accumulates a TM × TN register micro-tile. The store applies the fused
+// epilogue (conv_epilogue.h): bias, residual, activation.
 //
 // Variants, selected by a template parameter so the index math folds to constants:
 //   k1x1:   R = S = 1, stride 1, no padding, dilation 1: a plain GEMM, no im2col arithmetic
-//   k3x3s1: R = S = 3, stride 1, dilation 1, any padding
+//   k3x3s1: R = S = 3, stride 1, dilation 1, any padding (per side: the kernels take the
+//           top/left pads; P and Q imply the bottom/right ones)
 //   kGeneral: any kernel, stride, padding, dilation, groups
 // Split-K versions of the small tiles cut the reduction into k_splits ranges, one block each,
 // and add their partial sums into the zeroed output with atomicAdd: for layers whose output
@@ -24,6 +26,7 @@
 #include <string>
 #include <utility>
 
+#include "engine/hip/conv_epilogue.h"
 #include "engine/hip/conv_geometry.h"
 #include "engine/hip/conv_impl.h"
 
@@ -49,7 +52,7 @@ template <class T, Variant V, bool kNhwc, bool kSplitK>
 __global__ void __launch_bounds__(T::kThreads)
     ImplicitGemmConvKernel(ConvGeometry g, int k_splits, const float* __restrict__ input,
                            const float* __restrict__ weight, const float* __restrict__ bias,
-                           float* __restrict__ output) {
+                           float* __restrict__ output, ConvEpilogue epilogue) {
   constexpr int BM = T::BM, BN = T::BN, BK = T::BK, TM = T::TM, TN = T::TN;
   constexpr int kThreads = T::kThreads;
   __shared__ float a_tile[2][BK][BM + T::kPad];  // [reduction][pixel]
@@ -213,7 +216,9 @@ __global__ void __launch_bounds__(T::kThreads)
     __syncthreads();
   }
 
-  // Epilogue: bias, then the store in the output layout.
+  // Epilogue: bias, residual and activation (conv_epilogue.h), then the store in the output
+  // layout. Split-K: the first range adds bias and residual to its partial sum (activation is
+  // refused for split-K: it needs the whole sum).
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
     const int m = m0 + tm + i * kRowThreads;
@@ -225,8 +230,11 @@ __global__ void __launch_bounds__(T::kThreads)
       const int oc = n0 + tn + j * kColThreads;
       if (oc >= g.kg) continue;
       const int k = group * g.kg + oc;
-      const float v = acc[i][j] + (bias != nullptr && split == 0 ? bias[k] : 0.0f);
-      float* out = kNhwc ? output + m * g.k + k : output + (img * g.k + k) * pq + rem;
+      const int oi = kNhwc ? m * g.k + k : (img * g.k + k) * pq + rem;
+      const float v = ApplyConvEpilogue(
+          epilogue, acc[i][j] + (bias != nullptr && split == 0 ? bias[k] : 0.0f), oi,
+          /*with_residual=*/split == 0, /*with_activation=*/!kSplitK);
+      float* out = output + oi;
       if (kSplitK) {
         atomicAdd(out, v);
       } else {
@@ -283,8 +291,8 @@ class ImplicitGemmImpl final : public ConvImpl {
 
   std::string Supports(const Conv2dParams& p) const override {
     if (V == Variant::k1x1 &&
-        !(p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 &&
-          p.pad_w == 0)) {
+        !(p.r == 1 && p.s == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_top == 0 &&
+          p.pad_bottom == 0 && p.pad_left == 0 && p.pad_right == 0)) {
       return "needs a 1x1 kernel, stride 1, no padding";
     }
     if (V == Variant::k3x3s1 && !(p.r == 3 && p.s == 3 && p.stride_h == 1 && p.stride_w == 1 &&
@@ -296,6 +304,9 @@ class ImplicitGemmImpl final : public ConvImpl {
     if (p.groups > 65535) return "more than 65535 groups";
     if ((p.k / p.groups + T::BN - 1) / T::BN > 65535) return "too many output channels per group";
     if (kSplitK) {
+      if (p.activation != Activation::kNone) {
+        return "activation needs the whole sum (split-K adds partial sums)";
+      }
       if (SplitCount<T>(p) < 2) return "enough output tiles without split-K";
       if (p.groups * SplitCount<T>(p) > 65535) return "too many groups for split-K";
     }
@@ -313,12 +324,13 @@ class ImplicitGemmImpl final : public ConvImpl {
     }
     const dim3 grid((g.m + T::BM - 1) / T::BM, (g.kg + T::BN - 1) / T::BN, g.groups * splits);
     const dim3 block(T::kThreads);
+    const ConvEpilogue epilogue = MakeConvEpilogue(p, a.residual);
     if (p.layout == Layout::kNHWC) {
       hipLaunchKernelGGL((ImplicitGemmConvKernel<T, V, true, kSplitK>), grid, block, 0, stream,
-                         g, splits, a.input, a.weight, a.bias, a.output);
+                         g, splits, a.input, a.weight, a.bias, a.output, epilogue);
     } else {
       hipLaunchKernelGGL((ImplicitGemmConvKernel<T, V, false, kSplitK>), grid, block, 0, stream,
-                         g, splits, a.input, a.weight, a.bias, a.output);
+                         g, splits, a.input, a.weight, a.bias, a.output, epilogue);
     }
     return hipGetLastError();
   }

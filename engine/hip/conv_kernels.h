@@ -33,6 +33,18 @@
 
 namespace sparkle::hip {
 
+// Device pointers of one convolution in its own datatypes: p.dtype (the output: p.output_dtype).
+struct DevTensors {
+  const void* input = nullptr;
+  const void* weight = nullptr;    // p.dtype, or FP32 when weights_fp32
+  const void* bias = nullptr;      // [K] when p.has_bias, same type as weight; else null
+  const void* residual = nullptr;  // the output's shape and layout when p.has_residual
+  void* output = nullptr;
+  bool weights_fp32 = false;  // weight and bias are already FP32 (resident weights, widened once)
+  // ScratchBytes(p, weights_fp32) bytes of device memory, 256-byte aligned (null when 0).
+  void* scratch = nullptr;
+};
+
 class ConvKernels {
  public:
   // device: the ordinal (current when Launch runs); device_name keys the tuning cache;
@@ -55,7 +67,24 @@ class ConvKernels {
   // shape whose tuning failed (scratch memory, every candidate failed) keeps the default until
   // a restart. Returns hipErrorInvalidValue when p is invalid or unsupported, else the launch
   // error.
+  // The kernels compute on FP32 data: `a` holds FP32 tensors whatever p.dtype says.
   hipError_t Launch(const Conv2dParams& p, const DevConvArgs& a, hipStream_t stream);
+
+  // Launch for tensors in p's datatypes. FP32: Launch itself. BF16/FP16: widening kernels copy
+  // input, residual (and weight, bias unless weights_fp32) to FP32 in t.scratch, Launch runs the
+  // FP32 kernels with FP32 accumulation, and the output is narrowed to p.output_dtype (when not
+  // FP32) from an FP32 copy in the scratch, rounding to nearest even. All on `stream`.
+  hipError_t LaunchTyped(const Conv2dParams& p, const DevTensors& t, hipStream_t stream);
+  // Device scratch LaunchTyped needs (0 for FP32): FP32 copies of the input and residual, of
+  // the output when p.output_dtype is not FP32, and of weight and bias unless weights_fp32.
+  // Each region 256-byte aligned. p valid.
+  static int64_t ScratchBytes(const Conv2dParams& p, bool weights_fp32);
+  // Element conversions on `stream` (count < 2^31): `type` -> FP32, FP32 -> `type` (nearest
+  // even). FP32 is a device copy.
+  static hipError_t Widen(DataType type, const void* src, float* dst, int64_t count,
+                          hipStream_t stream);
+  static hipError_t Narrow(DataType type, const float* src, void* dst, int64_t count,
+                           hipStream_t stream);
 
   // Name of the implementation tuned for p's N bucket (or forced); "" before tuning finished.
   std::string Chosen(const Conv2dParams& p) const;

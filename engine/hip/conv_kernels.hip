@@ -9,7 +9,134 @@
 #include <utility>
 #include <vector>
 
+#include "engine/hip/device_dtype.h"
+
 namespace sparkle::hip {
+namespace {
+
+constexpr int kConvertThreads = 256;
+constexpr int64_t kScratchAlign = 256;
+
+int64_t AlignScratch(int64_t x) { return (x + kScratchAlign - 1) / kScratchAlign * kScratchAlign; }
+
+// Grid-stride elementwise conversions (no barrier: one fiber per block in the emulator).
+__global__ void __launch_bounds__(kConvertThreads)
+    WidenKernel(DataType type, const void* __restrict__ src, float* __restrict__ dst,
+                int64_t count) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kConvertThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kConvertThreads + threadIdx.x; i < count;
+       i += step) {
+    dst[i] = LoadAsFloat(type, src, i);
+  }
+}
+__global__ void __launch_bounds__(kConvertThreads)
+    NarrowKernel(DataType type, const float* __restrict__ src, void* __restrict__ dst,
+                 int64_t count) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * kConvertThreads;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kConvertThreads + threadIdx.x; i < count;
+       i += step) {
+    StoreFromFloat(type, dst, i, src[i]);
+  }
+}
+
+dim3 ConvertGrid(int64_t count) {
+  const int64_t blocks = (count + kConvertThreads - 1) / kConvertThreads;
+  return dim3(static_cast<unsigned>(blocks < 4096 ? (blocks < 1 ? 1 : blocks) : 4096));
+}
+
+// Where LaunchTyped's FP32 copies lie in the scratch (offsets; bytes 0 = not needed).
+struct ScratchLayout {
+  int64_t input = 0, residual = 0, output = 0, weight = 0, bias = 0, total = 0;
+};
+ScratchLayout MakeScratchLayout(const Conv2dParams& p, bool weights_fp32) {
+  ScratchLayout l;
+  if (p.dtype == DataType::kFp32) return l;  // then the output is FP32 too
+  constexpr int64_t f = sizeof(float);
+  int64_t at = 0;
+  l.input = at;
+  at = AlignScratch(at + p.input_elements() * f);
+  l.residual = at;
+  at = AlignScratch(at + p.residual_elements() * f);
+  l.output = at;
+  if (p.output_dtype != DataType::kFp32) at = AlignScratch(at + p.output_elements() * f);
+  l.weight = at;
+  if (!weights_fp32) at = AlignScratch(at + p.weight_elements() * f);
+  l.bias = at;
+  if (!weights_fp32) at += p.bias_elements() * f;
+  l.total = at;
+  return l;
+}
+
+}  // namespace
+
+int64_t ConvKernels::ScratchBytes(const Conv2dParams& p, bool weights_fp32) {
+  return MakeScratchLayout(p, weights_fp32).total;
+}
+
+hipError_t ConvKernels::Widen(DataType type, const void* src, float* dst, int64_t count,
+                              hipStream_t stream) {
+  if (count <= 0) return hipSuccess;
+  if (type == DataType::kFp32) {
+    return hipMemcpyAsync(dst, src, static_cast<size_t>(count) * sizeof(float),
+                          hipMemcpyDeviceToDevice, stream);
+  }
+  hipLaunchKernelGGL(WidenKernel, ConvertGrid(count), dim3(kConvertThreads), 0, stream, type, src,
+                     dst, count);
+  return hipGetLastError();
+}
+
+hipError_t ConvKernels::Narrow(DataType type, const float* src, void* dst, int64_t count,
+                               hipStream_t stream) {
+  if (count <= 0) return hipSuccess;
+  if (type == DataType::kFp32) {
+    return hipMemcpyAsync(dst, src, static_cast<size_t>(count) * sizeof(float),
+                          hipMemcpyDeviceToDevice, stream);
+  }
+  hipLaunchKernelGGL(NarrowKernel, ConvertGrid(count), dim3(kConvertThreads), 0, stream, type,
+                     src, dst, count);
+  return hipGetLastError();
+}
+
+hipError_t ConvKernels::LaunchTyped(const Conv2dParams& p, const DevTensors& t,
+                                    hipStream_t stream) {
+  if (p.dtype == DataType::kFp32) {  // Launch validates p
+    return Launch(p,
+                  DevConvArgs{static_cast<const float*>(t.input),
+                              static_cast<const float*>(t.weight),
+                              static_cast<const float*>(t.bias), static_cast<float*>(t.output),
+                              static_cast<const float*>(t.residual)},
+                  stream);
+  }
+  if (!p.Validate().ok()) return hipErrorInvalidValue;
+  const ScratchLayout l = MakeScratchLayout(p, t.weights_fp32);
+  if (t.scratch == nullptr && l.total > 0) return hipErrorInvalidValue;
+  char* scratch = static_cast<char*>(t.scratch);
+  auto region = [&](int64_t offset) { return reinterpret_cast<float*>(scratch + offset); };
+  DevConvArgs a{region(l.input), static_cast<const float*>(t.weight),
+                static_cast<const float*>(t.bias),
+                p.output_dtype == DataType::kFp32 ? static_cast<float*>(t.output)
+                                                  : region(l.output),
+                nullptr};
+  hipError_t e = Widen(p.dtype, t.input, region(l.input), p.input_elements(), stream);
+  if (e == hipSuccess && p.has_residual) {
+    a.residual = region(l.residual);
+    e = Widen(p.dtype, t.residual, region(l.residual), p.residual_elements(), stream);
+  }
+  if (e == hipSuccess && !t.weights_fp32) {
+    a.weight = region(l.weight);
+    e = Widen(p.dtype, t.weight, region(l.weight), p.weight_elements(), stream);
+    if (e == hipSuccess && p.has_bias) {
+      a.bias = region(l.bias);
+      e = Widen(p.dtype, t.bias, region(l.bias), p.bias_elements(), stream);
+    }
+  }
+  if (!p.has_bias) a.bias = nullptr;
+  if (e == hipSuccess) e = Launch(p, a, stream);
+  if (e == hipSuccess && p.output_dtype != DataType::kFp32) {
+    e = Narrow(p.output_dtype, a.output, t.output, p.output_elements(), stream);
+  }
+  return e;
+}
 
 std::string Int32IndexingReason(const Conv2dParams& p) {
   constexpr int64_t kLimit = std::numeric_limits<int32_t>::max();
@@ -17,7 +144,7 @@ std::string Int32IndexingReason(const Conv2dParams& p) {
       p.weight_elements() > kLimit) {
     return "a tensor has 2^31 elements or more (32-bit kernel indexing)";
   }
-  if (p.h + 2 * p.pad_h > kLimit || p.w + 2 * p.pad_w > kLimit) {
+  if (p.h + p.pad_top + p.pad_bottom > kLimit || p.w + p.pad_left + p.pad_right > kLimit) {
     return "padded input extent needs more than 32 bits";
   }
   return "";
@@ -270,13 +397,16 @@ void ConvKernels::TuneOne(const Conv2dParams& p, const std::string& key, hipStre
   const std::vector<ConvImpl*> candidates = Candidates(p);
   if (candidates.size() < 2) return;
   // Scratch tensors of the shape, zero-filled (the values do not change the timings).
-  const size_t sizes[4] = {static_cast<size_t>(p.input_elements()) * sizeof(float),
+  // FP32 whatever p.dtype: the candidates differ only in the FP32 kernel (LaunchTyped's
+  // conversions are the same for all).
+  const size_t sizes[5] = {static_cast<size_t>(p.input_elements()) * sizeof(float),
                            static_cast<size_t>(p.weight_elements()) * sizeof(float),
                            static_cast<size_t>(p.bias_elements()) * sizeof(float),
-                           static_cast<size_t>(p.output_elements()) * sizeof(float)};
-  void* buffers[4] = {nullptr, nullptr, nullptr, nullptr};
+                           static_cast<size_t>(p.output_elements()) * sizeof(float),
+                           static_cast<size_t>(p.residual_elements()) * sizeof(float)};
+  void* buffers[5] = {nullptr, nullptr, nullptr, nullptr, nullptr};
   bool ok = true;
-  for (int i = 0; i < 4 && ok; ++i) {
+  for (int i = 0; i < 5 && ok; ++i) {
     if (sizes[i] == 0) continue;
     ok = hipMalloc(&buffers[i], sizes[i]) == hipSuccess &&
          hipMemsetAsync(buffers[i], 0, sizes[i], *stream) == hipSuccess;
@@ -285,7 +415,8 @@ void ConvKernels::TuneOne(const Conv2dParams& p, const std::string& key, hipStre
     const DevConvArgs args{static_cast<const float*>(buffers[0]),
                            static_cast<const float*>(buffers[1]),
                            p.has_bias ? static_cast<const float*>(buffers[2]) : nullptr,
-                           static_cast<float*>(buffers[3])};
+                           static_cast<float*>(buffers[3]),
+                           p.has_residual ? static_cast<const float*>(buffers[4]) : nullptr};
     double best_us = 0;
     hipError_t error = hipSuccess;
     ConvImpl* best = Tune(p, args, *stream, candidates, &best_us, &error);

@@ -54,10 +54,12 @@ struct GpuDeviceInfo {
 
 // One piece of a batch: a job's own input and output buffers (host memory, plain layout as
 // params.layout says), `n` images of the batch's geometry.
+// Elements of params.dtype (the output: params.output_dtype), n images each.
 struct GpuPart {
-  const float* input = nullptr;
-  float* output = nullptr;
+  const void* input = nullptr;
+  void* output = nullptr;
   int64_t n = 0;
+  const void* residual = nullptr;  // when params.has_residual
 };
 
 // A batch for the GPU: parts share the geometry (params.n = the sum of their n) and weights.
@@ -66,8 +68,8 @@ struct GpuPart {
 struct GpuWork {
   Conv2dParams params;
   std::vector<GpuPart> parts;
-  const float* weight = nullptr;  // [K, C/groups, R, S]
-  const float* bias = nullptr;    // [K] when params.has_bias
+  const void* weight = nullptr;  // [K, C/groups, R, S]
+  const void* bias = nullptr;    // [K] when params.has_bias
   // Confirmed identity (engine/core/weight_id.h): non-empty ids are kept resident on the device
   // and equal ids are trusted to be equal bytes. Empty: the weights travel with the work.
   WeightId weight_id;

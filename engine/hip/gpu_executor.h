@@ -32,13 +32,16 @@
 //     device, uploaded once per id and kept in an LRU bounded by GpuOptions::weight_cache_bytes;
 //     entries used by in-flight work are never evicted. An empty weight_id, weights larger than
 //     the cache, or a cache that cannot make room (device memory) upload the weights per piece
-//     into the slot, beside the input. WeightsResident(id) answers from this map.
+//     into the slot, beside the input. Resident entries are FP32 (BF16/FP16 weights are widened
+//     once at upload). WeightsResident(id) answers from this map.
 //   - Pinned weights (GpuWork::pin_weights, registered ids only, INVALID_ARGUMENT otherwise):
 //     resident like the others but out of the LRU (not counted in weight_cache_bytes, never
 //     evicted, not even for device memory) until ReleaseWeights(id), which frees them at once,
 //     or when the last accepted work using them completes.
-//   - Slot memory (pinned host and device, same layout: input | weights | bias | output) grows on
-//     demand up to GpuOptions::slot_bytes. RESOURCE_EXHAUSTED when one image (with the weights,
+//   - Slot memory (pinned host and device, same layout: input | residual | weights | bias |
+//     output, in the job's datatypes, then on the device only the FP32 scratch of BF16/FP16
+//     jobs, ConvKernels::ScratchBytes) grows on demand up to GpuOptions::slot_bytes (scratch
+//     included). RESOURCE_EXHAUSTED when one image (with the weights,
 //     when they travel in the slot) needs more than slot_bytes, or the first piece's device (or
 //     pinned host) memory cannot be allocated.
 //   - Kernel tuning (conv_kernels.h) runs on the kernels' own thread: a shape whose N bucket is

@@ -40,25 +40,38 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 int64_t AlignUp(int64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
 
 // Where one batch's buffers lie inside its slot: the same offsets in pinned host memory and in
-// device memory, so one H2D copy moves input, weights and bias together.
+// device memory, so one H2D copy moves input, residual, weights and bias together. The tensors
+// are in the job's datatypes (output: p.output_dtype); the FP32 scratch of ConvKernels::
+// LaunchTyped (BF16/FP16 only) follows the output and exists on the device only.
 struct SlotLayout {
   int64_t input_bytes = 0;
+  int64_t residual_offset = 0, residual_bytes = 0;  // 0 bytes without residual
   int64_t weight_offset = 0, weight_bytes = 0;  // 0 bytes when the weights are resident
   int64_t bias_offset = 0, bias_bytes = 0;      // 0 bytes when resident or without bias
   int64_t output_offset = 0, output_bytes = 0;
-  int64_t total = 0;
+  int64_t staged = 0;  // end of the output: the pinned host bytes the slot needs
+  int64_t scratch_offset = 0, scratch_bytes = 0;
+  int64_t total = 0;  // device bytes
 };
 
 SlotLayout LayoutFor(const Conv2dParams& p, bool weights_in_slot) {
   SlotLayout l;
-  l.input_bytes = p.input_elements() * int64_t{sizeof(float)};
-  l.weight_offset = AlignUp(l.input_bytes);
-  l.weight_bytes = weights_in_slot ? p.weight_elements() * int64_t{sizeof(float)} : 0;
+  const int64_t elem = ElementSize(p.dtype);
+  l.input_bytes = p.input_elements() * elem;
+  l.residual_offset = AlignUp(l.input_bytes);
+  l.residual_bytes = p.residual_elements() * elem;
+  l.weight_offset = AlignUp(l.residual_offset + l.residual_bytes);
+  l.weight_bytes = weights_in_slot ? p.weight_elements() * elem : 0;
   l.bias_offset = AlignUp(l.weight_offset + l.weight_bytes);
-  l.bias_bytes = weights_in_slot ? p.bias_elements() * int64_t{sizeof(float)} : 0;
+  l.bias_bytes = weights_in_slot ? p.bias_elements() * elem : 0;
   l.output_offset = AlignUp(l.bias_offset + l.bias_bytes);
-  l.output_bytes = p.output_elements() * int64_t{sizeof(float)};
-  l.total = l.output_offset + l.output_bytes;
+  l.output_bytes = p.output_elements() * ElementSize(p.output_dtype);
+  l.staged = l.output_offset + l.output_bytes;
+  // Weights in the slot are widened into the scratch; resident ones are FP32 already. (The piece
+  // that uploads a resident entry widens into the entry: its scratch has room it does not use.)
+  l.scratch_offset = AlignUp(l.staged);
+  l.scratch_bytes = ConvKernels::ScratchBytes(p, /*weights_fp32=*/!weights_in_slot);
+  l.total = l.scratch_offset + l.scratch_bytes;
   return l;
 }
 
@@ -66,9 +79,15 @@ SlotLayout LayoutFor(const Conv2dParams& p, bool weights_in_slot) {
 int64_t MaxImages(const Conv2dParams& p, bool weights_in_slot, int64_t slot_bytes) {
   Conv2dParams one = p;
   one.n = 1;
-  const int64_t per_image = (one.input_elements() + one.output_elements()) * int64_t{sizeof(float)};
-  const int64_t fixed =
-      weights_in_slot ? (p.weight_elements() + p.bias_elements()) * int64_t{sizeof(float)} : 0;
+  // Per image and fixed bytes, FP32 scratch included (BF16/FP16 widen on the device).
+  const int64_t widened = p.dtype == DataType::kFp32 ? 0 : int64_t{sizeof(float)};
+  const int64_t per_image =
+      one.input_image_bytes() + one.residual_image_bytes() + one.output_image_bytes() +
+      widened * (one.input_elements() + one.residual_elements() +
+                 (p.output_dtype == DataType::kFp32 ? 0 : one.output_elements()));
+  const int64_t fixed = weights_in_slot ? (p.weight_elements() + p.bias_elements()) *
+                                              (ElementSize(p.dtype) + widened)
+                                        : 0;
   // An upper bound (the layout adds alignment on top), then down to what fits.
   int64_t n = slot_bytes > fixed ? std::min(p.n, (slot_bytes - fixed) / per_image) : 0;
   Conv2dParams piece = p;
@@ -79,7 +98,9 @@ int64_t MaxImages(const Conv2dParams& p, bool weights_in_slot, int64_t slot_byte
   return n;
 }
 
-// Bytes of a resident weight entry: weights, then bias on the next aligned boundary.
+// Bytes of a resident weight entry: weights, then bias on the next aligned boundary, in FP32
+// whatever the datatype (the form the kernels read: BF16/FP16 weights are widened once, at
+// upload).
 int64_t ResidentBytes(const Conv2dParams& p) {
   return AlignUp(p.weight_elements() * int64_t{sizeof(float)}) +
          p.bias_elements() * int64_t{sizeof(float)};
@@ -388,15 +409,16 @@ struct GpuExecutor::Impl {
     if (r != nullptr) DeviceFree(static_cast<char*>(r->device), r->bytes);
   }
 
-  // Grows the slot's pinned and device buffers to at least `bytes` (≤ slot_bytes). The slot is
-  // kStaging with no GPU operation outstanding on it, so the old buffers can be freed.
-  absl::Status EnsureCapacity(Slot& s, int64_t bytes) {
+  // Grows the slot's pinned and device buffers to at least l.staged and l.total bytes
+  // (≤ slot_bytes; the FP32 scratch is on the device only). The slot is kStaging with no GPU
+  // operation outstanding on it, so the old buffers can be freed.
+  absl::Status EnsureCapacity(Slot& s, const SlotLayout& l) {
     // Grow geometrically (fewer reallocations as batches grow), never beyond slot_bytes.
-    auto grown = [&](int64_t cap) {
+    auto grown = [&](int64_t cap, int64_t bytes) {
       return std::min(options.slot_bytes, std::max(bytes, 2 * cap));
     };
-    if (s.host_capacity < bytes) {
-      const int64_t want = grown(s.host_capacity);
+    if (s.host_capacity < l.staged) {
+      const int64_t want = grown(s.host_capacity, l.staged);
       if (s.host != nullptr) (void)hipHostFree(s.host);
       s.host = nullptr;
       s.host_capacity = 0;
@@ -414,15 +436,15 @@ struct GpuExecutor::Impl {
       s.host = static_cast<char*>(p);
       s.host_capacity = want;
     }
-    if (s.device_capacity < bytes) {
-      int64_t want = grown(s.device_capacity);
+    if (s.device_capacity < l.total) {
+      int64_t want = grown(s.device_capacity, l.total);
       DeviceFree(s.device, s.device_capacity);
       s.device = nullptr;
       s.device_capacity = 0;
       if (const absl::Status st = DeviceAlloc(want, &s.device); !st.ok()) {
         if (!absl::IsResourceExhausted(st)) return st;
         // Exactly what is needed; resident weights nobody uses give way to work that must run.
-        want = bytes;
+        want = l.total;
         SPARKLE_RETURN_IF_ERROR(DeviceAllocEvicting(want, &s.device));
       }
       s.device_capacity = want;
@@ -439,11 +461,19 @@ struct GpuExecutor::Impl {
     // Parts are concatenated along N, the outermost dimension in both layouts.
     std::vector<HostCopyPool::Copy> copies;
     int64_t off = 0;
-    const int64_t image_in = params.c * params.h * params.w;
     for (const GpuPart& part : s.parts) {
-      const int64_t bytes = part.n * image_in * int64_t{sizeof(float)};
+      const int64_t bytes = part.n * params.input_image_bytes();
       copies.push_back({s.host + off, part.input, static_cast<size_t>(bytes)});
       off += bytes;
+    }
+    // The residual, per part like the input, in its own region.
+    if (params.has_residual) {
+      off = l.residual_offset;
+      for (const GpuPart& part : s.parts) {
+        const int64_t bytes = part.n * params.residual_image_bytes();
+        copies.push_back({s.host + off, part.residual, static_cast<size_t>(bytes)});
+        off += bytes;
+      }
     }
     // Weights go through pinned staging too (per batch, or once for a resident upload): no
     // GPU copy ever reads the caller's memory, which may be freed as soon as done has run,
@@ -455,24 +485,44 @@ struct GpuExecutor::Impl {
       }
     }
     copier->Run(copies);
-    const float* dev_weight = reinterpret_cast<const float*>(s.device + l.weight_offset);
-    const float* dev_bias = reinterpret_cast<const float*>(s.device + l.bias_offset);
-    if (s.weights == nullptr) {
-      // Input, weights and bias are contiguous in the slot: one copy.
+    const void* dev_weight = s.device + l.weight_offset;
+    const void* dev_bias = s.device + l.bias_offset;
+    const bool fp32 = params.dtype == DataType::kFp32;
+    if (s.weights == nullptr || (s.upload_weights && !fp32)) {
+      // Input, residual, weights and bias are contiguous in the slot: one copy.
       SPARKLE_HIP_RETURN_IF_ERROR(
           hipMemcpyAsync(s.device, s.host, static_cast<size_t>(l.output_offset),
                          hipMemcpyHostToDevice, h2d),
           "hipMemcpyAsync(H2D input and weights)");
     } else {
       SPARKLE_HIP_RETURN_IF_ERROR(
-          hipMemcpyAsync(s.device, s.host, static_cast<size_t>(l.input_bytes),
+          hipMemcpyAsync(s.device, s.host,
+                         static_cast<size_t>(l.residual_offset + l.residual_bytes),
                          hipMemcpyHostToDevice, h2d),
           "hipMemcpyAsync(H2D input)");
+    }
+    if (s.weights != nullptr) {
       char* rw = static_cast<char*>(s.weights->device);
-      // ResidentBytes' layout: weights, then bias on the next aligned boundary.
+      // ResidentBytes' layout: weights, then bias on the next aligned boundary, FP32.
       const int64_t resident_bias_offset =
           AlignUp(params.weight_elements() * int64_t{sizeof(float)});
-      if (s.upload_weights) {
+      if (s.upload_weights && !fp32) {
+        // BF16/FP16: widened once from the slot into the entry, the form the kernels read; on
+        // the H2D stream, ordered before every kernel that uses them.
+        SPARKLE_HIP_RETURN_IF_ERROR(
+            ConvKernels::Widen(params.dtype, s.device + l.weight_offset,
+                               reinterpret_cast<float*>(rw), params.weight_elements(), h2d),
+            "widen resident weights");
+        if (l.bias_bytes > 0) {
+          SPARKLE_HIP_RETURN_IF_ERROR(
+              ConvKernels::Widen(params.dtype, s.device + l.bias_offset,
+                                 reinterpret_cast<float*>(rw + resident_bias_offset),
+                                 params.bias_elements(), h2d),
+              "widen resident bias");
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        ++stats.weight_uploads;
+      } else if (s.upload_weights) {
         // Once per key, on the H2D stream: ordered before every kernel that uses them.
         SPARKLE_HIP_RETURN_IF_ERROR(
             hipMemcpyAsync(rw, s.host + l.weight_offset, static_cast<size_t>(l.weight_bytes),
@@ -487,18 +537,23 @@ struct GpuExecutor::Impl {
         std::lock_guard<std::mutex> lock(mu);
         ++stats.weight_uploads;
       }
-      dev_weight = reinterpret_cast<const float*>(rw);
-      dev_bias = reinterpret_cast<const float*>(rw + resident_bias_offset);
+      dev_weight = rw;
+      dev_bias = rw + resident_bias_offset;
     }
     SPARKLE_HIP_RETURN_IF_ERROR(hipEventRecord(s.h2d_done, h2d), "hipEventRecord(h2d)");
     SPARKLE_HIP_RETURN_IF_ERROR(hipStreamWaitEvent(compute, s.h2d_done, 0),
                                 "hipStreamWaitEvent(compute)");
     SPARKLE_HIP_RETURN_IF_ERROR(hipEventRecord(s.compute_start, compute),
                                 "hipEventRecord(compute start)");
-    DevConvArgs args{reinterpret_cast<const float*>(s.device), dev_weight,
-                     params.has_bias ? dev_bias : nullptr,
-                     reinterpret_cast<float*>(s.device + l.output_offset)};
-    SPARKLE_HIP_RETURN_IF_ERROR(kernels->Launch(params, args, compute),
+    DevTensors t;
+    t.input = s.device;
+    t.residual = params.has_residual ? s.device + l.residual_offset : nullptr;
+    t.weight = dev_weight;
+    t.bias = params.has_bias ? dev_bias : nullptr;
+    t.output = s.device + l.output_offset;
+    t.weights_fp32 = s.weights != nullptr;
+    t.scratch = l.scratch_bytes > 0 ? s.device + l.scratch_offset : nullptr;
+    SPARKLE_HIP_RETURN_IF_ERROR(kernels->LaunchTyped(params, t, compute),
                                 absl::StrCat("conv kernel launch ", KernelName(params)));
     SPARKLE_HIP_RETURN_IF_ERROR(hipEventRecord(s.compute_done, compute),
                                 "hipEventRecord(compute done)");
@@ -543,11 +598,10 @@ struct GpuExecutor::Impl {
       std::lock_guard<std::mutex> lock(mu);
       if (!is_healthy) return UnavailableLocked();  // latched meanwhile by the staging thread
     }
-    const int64_t image_out = s.params.k * s.params.p() * s.params.q();
     std::vector<HostCopyPool::Copy> copies;
     int64_t off = s.layout.output_offset;
     for (const GpuPart& part : s.parts) {
-      const int64_t bytes = part.n * image_out * int64_t{sizeof(float)};
+      const int64_t bytes = part.n * s.params.output_image_bytes();
       copies.push_back({part.output, s.host + off, static_cast<size_t>(bytes)});
       off += bytes;
     }
@@ -649,8 +703,11 @@ struct GpuExecutor::Impl {
     if (w.parts.empty()) return absl::InvalidArgumentError("GpuWork has no parts");
     int64_t n = 0;
     for (const GpuPart& part : w.parts) {
-      if (part.input == nullptr || part.output == nullptr || part.n <= 0) {
-        return absl::InvalidArgumentError("GpuWork part with null buffer or n <= 0");
+      if (part.input == nullptr || part.output == nullptr || part.n <= 0 ||
+          (w.params.has_residual && part.residual == nullptr)) {
+        return absl::InvalidArgumentError(
+            "GpuWork part with null buffer (input, output, or residual while has_residual) or "
+            "n <= 0");
       }
       n += part.n;
     }
@@ -784,17 +841,18 @@ namespace {
 // Parts [offset, offset + n) images of `parts` along N, as slices of the callers' buffers.
 std::vector<GpuPart> SliceParts(const std::vector<GpuPart>& parts, const Conv2dParams& p,
                                 int64_t offset, int64_t n) {
-  Conv2dParams one = p;
-  one.n = 1;
-  const int64_t image_in = one.input_elements(), image_out = one.output_elements();
   std::vector<GpuPart> out;
   int64_t start = 0;  // first image of the current part
   for (const GpuPart& part : parts) {
     const int64_t end = start + part.n;
     const int64_t from = std::max(start, offset), to = std::min(end, offset + n);
     if (from < to) {
-      out.push_back(GpuPart{part.input + (from - start) * image_in,
-                            part.output + (from - start) * image_out, to - from});
+      const int64_t skip = from - start;
+      out.push_back(GpuPart{
+          static_cast<const char*>(part.input) + skip * p.input_image_bytes(),
+          static_cast<char*>(part.output) + skip * p.output_image_bytes(), to - from,
+          p.has_residual ? static_cast<const char*>(part.residual) + skip * p.residual_image_bytes()
+                         : nullptr});
     }
     start = end;
     if (start >= offset + n) break;
@@ -828,8 +886,9 @@ absl::Status GpuExecutor::Submit(GpuWork&& work, GpuDone&& done) {
     const SlotLayout l = LayoutFor(one, weights_in_slot);
     return absl::ResourceExhaustedError(absl::StrCat(
         im.Name(), ": one image of ", p.ToString(), " needs ", l.total,
-        " bytes of slot staging (input ", l.input_bytes, " + weights ",
-        l.weight_bytes + l.bias_bytes, " + output ", l.output_bytes,
+        " bytes of slot staging (input ", l.input_bytes, " + residual ", l.residual_bytes,
+        " + weights ", l.weight_bytes + l.bias_bytes, " + output ", l.output_bytes,
+        " + FP32 scratch ", l.scratch_bytes,
         "), more than GpuOptions.slot_bytes = ", im.options.slot_bytes));
   };
   if (MaxImages(p, /*weights_in_slot=*/!want_resident, im.options.slot_bytes) == 0) {
@@ -887,7 +946,7 @@ absl::Status GpuExecutor::Submit(GpuWork&& work, GpuDone&& done) {
   Conv2dParams first_params = p;
   first_params.n = first_n;
   const SlotLayout first_layout = LayoutFor(first_params, first_in_slot);
-  if (absl::Status st = im.EnsureCapacity(first, first_layout.total); !st.ok()) {
+  if (absl::Status st = im.EnsureCapacity(first, first_layout); !st.ok()) {
     return refuse(st);
   }
 
@@ -934,7 +993,7 @@ absl::Status GpuExecutor::Submit(GpuWork&& work, GpuDone&& done) {
       if (!im.healthy_now()) return absl::OkStatus();  // staged as failed by the pipeline
       const hipError_t set = hipSetDevice(im.device);
       if (set != hipSuccess) return absl::InternalError("hipSetDevice: " + HipErrorText(set));
-      return im.EnsureCapacity(s, l.total);
+      return im.EnsureCapacity(s, l);
     }();
     if (!st.ok() && !absl::IsResourceExhausted(st)) im.Latch(st);
     // A failed piece is the work's last: it fails the work once the pieces before it drained.

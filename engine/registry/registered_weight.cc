@@ -20,13 +20,15 @@ AlignedFloats AllocateAligned(int64_t elements) {
 }
 
 RegisteredWeight::RegisteredWeight(std::string id, std::string label,
-                                   std::array<int64_t, 4> shape, AlignedFloats weight,
-                                   std::vector<float> bias, uint64_t weight_key,
+                                   std::array<int64_t, 4> shape, DataType dtype,
+                                   AlignedFloats weight, std::vector<char> bias,
+                                   uint64_t weight_key,
                                    absl::Time registered_at, std::shared_ptr<MemoryBudget> budget,
                                    int64_t plain_bytes)
     : id_(std::move(id)),
       label_(std::move(label)),
       shape_(shape),
+      dtype_(dtype),
       weight_(std::move(weight)),
       bias_(std::move(bias)),
       weight_key_(weight_key),
@@ -48,6 +50,11 @@ absl::Status BindRegisteredWeight(Conv2dJob* job) {
         "registered weights ", w.id(), " are [", absl::StrJoin(w.shape(), ", "), "]",
         w.has_bias() ? " with bias" : " without bias", "; the job needs [",
         absl::StrJoin(expected, ", "), "]", p.has_bias ? " with bias" : " without bias"));
+  }
+  if (w.dtype() != p.dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("registered weights ", w.id(), " are ",
+                                                   DataTypeName(w.dtype()), "; the request's tensors are ",
+                                                   DataTypeName(p.dtype)));
   }
   job->weight = w.weight();
   job->bias = w.bias();

@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "engine/core/data_type.h"
 #include "engine/core/job.h"
 #include "engine/core/memory_budget.h"
 #include "engine/core/prepacked_weights.h"
@@ -29,8 +30,9 @@ AlignedFloats AllocateAligned(int64_t elements);
 class RegisteredWeight {
  public:
   // `plain_bytes` were reserved in `budget` for this tensor; they are returned on destruction.
+  // `weight` and `bias` hold elements of `dtype` (bias: K of them, or none).
   RegisteredWeight(std::string id, std::string label, std::array<int64_t, 4> shape,
-                   AlignedFloats weight, std::vector<float> bias, uint64_t weight_key,
+                   DataType dtype, AlignedFloats weight, std::vector<char> bias, uint64_t weight_key,
                    absl::Time registered_at, std::shared_ptr<MemoryBudget> budget,
                    int64_t plain_bytes);
   ~RegisteredWeight();
@@ -43,9 +45,10 @@ class RegisteredWeight {
   const std::array<int64_t, 4>& shape() const { return shape_; }  // [K, C/groups, R, S]
   int64_t k() const { return shape_[0]; }
   int64_t weight_elements() const { return shape_[0] * shape_[1] * shape_[2] * shape_[3]; }
+  DataType dtype() const { return dtype_; }  // of the weight and the bias
   bool has_bias() const { return !bias_.empty(); }
-  const float* weight() const { return weight_.get(); }
-  const float* bias() const { return has_bias() ? bias_.data() : nullptr; }  // K floats
+  const void* weight() const { return weight_.get(); }
+  const void* bias() const { return has_bias() ? bias_.data() : nullptr; }  // K elements
   // This registration's key: unique in the process and never reused, so it never names other
   // bytes and needs no compare (the engine's WeightId::Registered). Even: the engine's key for
   // weights sent with a request is odd (engine.cc).
@@ -67,8 +70,9 @@ class RegisteredWeight {
   const std::string id_;
   const std::string label_;
   const std::array<int64_t, 4> shape_;
+  const DataType dtype_;
   const AlignedFloats weight_;
-  const std::vector<float> bias_;
+  const std::vector<char> bias_;
   const uint64_t weight_key_;
   const absl::Time registered_at_;
   const std::shared_ptr<MemoryBudget> budget_;
@@ -79,7 +83,8 @@ class RegisteredWeight {
 };
 
 // Points job's weight, bias and weight_key at job->registered_weight (non-null).
-// INVALID_ARGUMENT when the job's K, C/groups, R, S or has_bias do not match the registration.
+// INVALID_ARGUMENT when the job's K, C/groups, R, S, has_bias or datatype do not match the
+// registration.
 absl::Status BindRegisteredWeight(Conv2dJob* job);
 
 }  // namespace sparkle

@@ -64,18 +64,23 @@ absl::Status WriteWeightFile(const std::string& path, const RegisteredWeight& we
   const auto& s = weight.shape();
   const std::string header = absl::StrCat(
       kMagic, "\nlabel ", absl::CEscape(weight.label()), "\nshape ", s[0], " ", s[1], " ", s[2],
-      " ", s[3], "\nbias ", weight.has_bias() ? 1 : 0, "\nregistered ",
+      " ", s[3], "\nbias ", weight.has_bias() ? 1 : 0,
+      // FP32 files keep the format of earlier versions: the line is only written for others.
+      weight.dtype() == DataType::kFp32 ? "" : absl::StrCat("\ndatatype ", DataTypeName(weight.dtype())),
+      "\nregistered ",
       absl::StrFormat("%.6f", absl::ToDoubleSeconds(weight.registered_at() - absl::UnixEpoch())),
       "\n\n");
+  const int64_t element = ElementSize(weight.dtype());
   const std::string temp = absl::StrCat(path, ".tmp");
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return OsError("cannot create", temp);
   absl::Status status = WriteAll(fd, header.data(), header.size(), temp);
   if (status.ok() && weight.has_bias()) {
-    status = WriteAll(fd, weight.bias(), static_cast<size_t>(weight.k()) * 4, temp);
+    status = WriteAll(fd, weight.bias(), static_cast<size_t>(weight.k() * element), temp);
   }
   if (status.ok()) {
-    status = WriteAll(fd, weight.weight(), static_cast<size_t>(weight.weight_elements()) * 4, temp);
+    status = WriteAll(fd, weight.weight(), static_cast<size_t>(weight.weight_elements() * element),
+                      temp);
   }
   if (status.ok() && ::fsync(fd) != 0) status = OsError("cannot fsync", temp);
   ::close(fd);
@@ -118,6 +123,9 @@ absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
       if (kv.second != "0" && kv.second != "1") return DataLoss(path, "bad bias flag");
       has_bias = kv.second == "1";
       seen_bias = true;
+    } else if (kv.first == "datatype") {
+      if (!ParseDataType(kv.second).has_value()) return DataLoss(path, "bad datatype");
+      header.datatype = std::string(kv.second);
     } else if (kv.first == "registered") {
       if (!absl::SimpleAtod(kv.second, &registered)) return DataLoss(path, "bad time");
       seen_time = true;
@@ -136,12 +144,15 @@ absl::StatusOr<LoadedWeightFile> ReadWeightFile(const std::string& path,
     in.seekg(0, std::ios::end);
     const std::streamoff left = in.tellg() - here;
     in.seekg(here);
-    if (here < 0 || left < header.shape[0] * 4) return DataLoss(path, "truncated bias");
-    header.bias.resize(static_cast<size_t>(header.shape[0]));
-    if (!in.read(reinterpret_cast<char*>(header.bias.data()),
-                 static_cast<std::streamsize>(header.bias.size() * 4))) {
+    const DataType type = *ParseDataType(header.datatype);
+    const int64_t bias_bytes = header.shape[0] * ElementSize(type);
+    if (here < 0 || left < bias_bytes) return DataLoss(path, "truncated bias");
+    std::vector<char> bias(static_cast<size_t>(bias_bytes));
+    if (!in.read(bias.data(), static_cast<std::streamsize>(bias_bytes))) {
       return DataLoss(path, "truncated bias");
     }
+    header.bias.resize(static_cast<size_t>(header.shape[0]));
+    WidenToFloat(type, bias.data(), header.bias.data(), header.shape[0]);
   }
   absl::StatusOr<std::unique_ptr<WeightUpload>> upload =
       WeightUpload::Begin(std::move(header), std::move(budget));

@@ -32,10 +32,12 @@ struct WeightUpload::Hasher {
 
 absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
     WeightHeader header, std::shared_ptr<MemoryBudget> budget) {
-  if (header.datatype != "FP32") {
-    return absl::InvalidArgumentError(absl::StrCat("weights datatype must be FP32; was '",
+  const std::optional<DataType> dtype = ParseDataType(header.datatype);
+  if (!dtype.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat("weights datatype must be FP32, BF16 or FP16; was '",
                                                    absl::CHexEscape(header.datatype), "'"));
   }
+  const int64_t element = ElementSize(*dtype);
   if (header.shape.size() != 4) {
     return absl::InvalidArgumentError(absl::StrCat(
         "weights shape must have rank 4 [K, C/groups, R, S]; was [",
@@ -63,8 +65,8 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
     return absl::InvalidArgumentError(absl::StrCat("label is ", header.label.size(),
                                                    " bytes; at most ", kMaxLabelBytes));
   }
-  const int64_t bias_bytes = static_cast<int64_t>(header.bias.size()) * 4;
-  const int64_t bytes = elements * 4 + bias_bytes;
+  const int64_t bias_bytes = static_cast<int64_t>(header.bias.size()) * element;
+  const int64_t bytes = elements * element + bias_bytes;
   // Only the bias is reserved now; the weight bytes are reserved as they arrive (Append), so a
   // stalled upload holds what it sent, not what it declared. A tensor that cannot fit in what is
   // free now is refused at once rather than after its bytes were sent.
@@ -77,21 +79,28 @@ absl::StatusOr<std::unique_ptr<WeightUpload>> WeightUpload::Begin(
   auto upload = std::unique_ptr<WeightUpload>(new WeightUpload(
       std::move(header), budget, bias_bytes));
   try {
-    upload->weight_ = AllocateAligned(elements);
+    upload->weight_ = AllocateAligned((elements * element + 3) / 4);
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("out of memory allocating ", elements * 4, " bytes of weights"));
+        absl::StrCat("out of memory allocating ", elements * element, " bytes of weights"));
   }
-  upload->weight_bytes_ = elements * 4;
+  upload->weight_bytes_ = elements * element;
+  upload->dtype_ = *dtype;
+  upload->bias_.resize(static_cast<size_t>(bias_bytes));
+  if (bias_bytes > 0) {
+    NarrowFromFloat(*dtype, upload->header_.bias.data(), upload->bias_.data(),
+                    static_cast<int64_t>(upload->header_.bias.size()));
+  }
 
   std::string prefix(kHashTag, sizeof(kHashTag));  // with its NUL
   for (int64_t d : upload->header_.shape) AppendLe64(&prefix, d);
   prefix.push_back(upload->header_.bias.empty() ? 0 : 1);
+  if (*dtype != DataType::kFp32) absl::StrAppend(&prefix, DataTypeName(*dtype));
   EVP_MD_CTX* ctx = upload->hasher_->ctx;
   if (ctx == nullptr || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
       EVP_DigestUpdate(ctx, prefix.data(), prefix.size()) != 1 ||
-      (!upload->header_.bias.empty() &&  // data() of an empty vector may be null
-       EVP_DigestUpdate(ctx, upload->header_.bias.data(), upload->header_.bias.size() * 4) != 1)) {
+      (!upload->bias_.empty() &&  // data() of an empty vector may be null
+       EVP_DigestUpdate(ctx, upload->bias_.data(), upload->bias_.size()) != 1)) {
     return absl::InternalError("OpenSSL SHA-256 initialisation failed");
   }
   return upload;
@@ -159,8 +168,8 @@ std::shared_ptr<RegisteredWeight> WeightUpload::Build(uint64_t weight_key,
                                                       absl::Time registered_at) {
   const std::vector<int64_t>& s = header_.shape;
   auto weight = std::make_shared<RegisteredWeight>(
-      id_, std::move(header_.label), std::array<int64_t, 4>{s[0], s[1], s[2], s[3]},
-      std::move(weight_), std::move(header_.bias), weight_key, registered_at, budget_, reserved_);
+      id_, std::move(header_.label), std::array<int64_t, 4>{s[0], s[1], s[2], s[3]}, dtype_,
+      std::move(weight_), std::move(bias_), weight_key, registered_at, budget_, reserved_);
   reserved_ = 0;  // now the weight's
   return weight;
 }

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "engine/core/data_type.h"
 #include "engine/core/memory_budget.h"
 #include "engine/registry/registered_weight.h"
 
@@ -25,14 +26,14 @@ namespace sparkle {
 struct WeightHeader {
   std::string label;           // free text for operators, at most 1024 bytes
   std::vector<int64_t> shape;  // [K, C/groups, R, S], each in [1, 2^31]
-  std::string datatype = "FP32";
-  std::vector<float> bias;     // empty (none) or K values
+  std::string datatype = "FP32";  // FP32, BF16 or FP16: the weight bytes' and the bias's type
+  std::vector<float> bias;        // empty (none) or K values, exact in `datatype`
 };
 
 class WeightUpload {
  public:
-  // INVALID_ARGUMENT for a bad header (rank, dims, datatype other than FP32, bias size, label
-  // length); RESOURCE_EXHAUSTED (naming the registry option budget_bytes) when the declared bytes do not fit in
+  // INVALID_ARGUMENT for a bad header (rank, dims, datatype other than FP32/BF16/FP16, bias size,
+  // label length); the bias is rounded to the datatype (exact for values that came from it); RESOURCE_EXHAUSTED (naming the registry option budget_bytes) when the declared bytes do not fit in
   // what `budget` has free now, or the bias bytes cannot be reserved.
   static absl::StatusOr<std::unique_ptr<WeightUpload>> Begin(WeightHeader header,
                                                              std::shared_ptr<MemoryBudget> budget);
@@ -40,15 +41,15 @@ class WeightUpload {
   WeightUpload(const WeightUpload&) = delete;
   WeightUpload& operator=(const WeightUpload&) = delete;
 
-  // The next slice of the weight bytes (little-endian FP32, row-major), any size (empty is a
+  // The next slice of the weight bytes (little-endian, of the header's datatype, row-major), any size (empty is a
   // no-op). INVALID_ARGUMENT when it would go past the declared size; RESOURCE_EXHAUSTED (naming
   // the budget flag) when its bytes do not fit in the budget (other uploads or registrations
   // took the room since Begin); the upload is unchanged after an error.
   absl::Status Append(absl::string_view bytes);
 
-  // The content id, "sha256:" + 64 lowercase hex digits, over a version tag, the shape, the bias
-  // and the weight bytes (the label is not part of it). INVALID_ARGUMENT while bytes are
-  // missing. Idempotent.
+  // The content id, "sha256:" + 64 lowercase hex digits, over a version tag, the shape, the
+  // datatype (when not FP32, so FP32 ids are those of earlier versions), the bias and the weight
+  // bytes (the label is not part of it). INVALID_ARGUMENT while bytes are missing. Idempotent.
   absl::StatusOr<std::string> Digest();
 
   // Makes the registered tensor (after Digest succeeded), handing it this upload's bytes and
@@ -68,6 +69,8 @@ class WeightUpload {
   WeightHeader header_;
   std::shared_ptr<MemoryBudget> budget_;
   int64_t reserved_;  // bias + received weight bytes held in budget_ until Build or destruction
+  DataType dtype_ = DataType::kFp32;
+  std::vector<char> bias_;  // the bias in dtype_
   int64_t weight_bytes_;
   int64_t received_ = 0;
   AlignedFloats weight_;

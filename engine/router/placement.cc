@@ -14,11 +14,19 @@ namespace {
 // At most 1 in 65 `auto` batches goes to a device for exploration.
 constexpr int64_t kExploreAfter = 64;
 
+struct RateClassKey {
+  const Conv2dParams& p;
+  bool one_thread;
+  template <typename H>
+  friend H AbslHashValue(H h, const RateClassKey& key) {
+    return H::combine(HashWithoutN(std::move(h), key.p), key.one_thread);
+  }
+};
+
 }  // namespace
 
 uint64_t RateClass(const Conv2dParams& p, bool one_thread) {
-  return absl::HashOf(p.c, p.h, p.w, p.k, p.r, p.s, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
-                      p.dilation_h, p.dilation_w, p.groups, p.has_bias, p.layout, one_thread);
+  return absl::HashOf(RateClassKey{p, one_thread});
 }
 
 absl::StatusOr<std::unique_ptr<Placement>> Placement::Create(Options options) {

@@ -81,10 +81,8 @@ struct QueueKey {
 
   template <typename H>
   friend H AbslHashValue(H h, const QueueKey& key) {
-    const Conv2dParams& g = key.geometry;
-    return H::combine(std::move(h), g.c, g.h, g.w, g.k, g.r, g.s, g.stride_h, g.stride_w, g.pad_h,
-                      g.pad_w, g.dilation_h, g.dilation_w, g.groups, g.has_bias, g.layout,
-                      key.weight_key, key.solo, key.level, key.device.kind, key.device.gpu);
+    return H::combine(HashWithoutN(std::move(h), key.geometry), key.weight_key, key.solo,
+                      key.level, key.device.kind, key.device.gpu);
   }
 };
 

@@ -1,5 +1,6 @@
 // The engine with GPUs: routing, results, faults and the no-GPU fallback, on FakeGpuDevice
 // (tests/testing/fake_gpu_device.h), so no GPU is needed.
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -27,12 +28,12 @@ using ::testing::HasSubstr;
 
 Conv2dParams Tiny() {  // 1x4x8x8, K=4, 3x3: ~37 KFLOP
   Conv2dParams p;
-  p.c = 4, p.h = 8, p.w = 8, p.k = 4, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  p.c = 4, p.h = 8, p.w = 8, p.k = 4, p.r = p.s = 3, p.SetPad(1, 1);
   return p;
 }
 Conv2dParams Big() {  // 1x64x32x32, K=64, 3x3, bias: 75 MFLOP
   Conv2dParams p;
-  p.c = 64, p.h = 32, p.w = 32, p.k = 64, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  p.c = 64, p.h = 32, p.w = 32, p.k = 64, p.r = p.s = 3, p.SetPad(1, 1);
   p.has_bias = true;
   return p;
 }
@@ -391,7 +392,7 @@ TEST(EngineGpuTest, RatesAreRefinedOnlineFromCompletedBatches) {
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_EQ((*engine)->Devices().devices[1].measured_gflops, 500);
   Conv2dParams p;  // 4.7 MFLOP: 2.4 µs at 2000 GFLOP/s, far above the clock's resolution
-  p.c = p.k = 16, p.h = p.w = 32, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  p.c = p.k = 16, p.h = p.w = 32, p.r = p.s = 3, p.SetPad(1, 1);
   std::vector<std::unique_ptr<TestJob>> jobs;
   for (int i = 0; i < 30; ++i) {
     jobs.push_back(std::make_unique<TestJob>(p, 200 + i, DeviceRequest::Gpu(0)));
@@ -461,6 +462,70 @@ TEST(EngineGpuTest, RealDevicesOfThisBuildComputeCorrectResults) {
     EXPECT_LE(j->timestamps.compute_start, j->timestamps.compute_end);
   }
   EXPECT_EQ((*engine)->Devices().devices[1].jobs_done, 3);
+}
+
+// A BF16 job with a residual and relu, two images, end to end through the Engine on the real
+// devices of this build (the emulator in emu builds) against the oracle on the same BF16 values.
+TEST(EngineGpuTest, Bf16ResidualReluJobOnTheRealDeviceMatchesTheOracle) {
+  EngineOptions options;
+  options.cpu.threads = 2;
+  options.gpu.emulated_devices = 1;  // emu builds only; ignored by the others
+  options.gpu_gflops = 1000;         // no start-up probe (slow in the emulator)
+  options.gpu_transfer_gbps = 10;
+  auto engine = Engine::Create(options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  if ((*engine)->Devices().devices.size() < 2) {
+    SPARKLE_SKIP_OR_FAIL_WITHOUT_GPU((*engine)->Devices().router.gpu_fallback_reason);
+  }
+  Conv2dParams p = Tiny();
+  p.n = 2;
+  p.has_bias = true;
+  p.pad_bottom = 0;  // asymmetric: 7 output rows
+  p.has_residual = true;
+  p.activation = Activation::kRelu;
+  p.dtype = p.output_dtype = DataType::kBf16;
+  ASSERT_TRUE(p.Validate().ok()) << p.Validate();
+  auto bf16 = [](int64_t count, uint32_t seed) {
+    const std::vector<float> f = RandomFloats(count, seed);
+    std::vector<uint16_t> bits(static_cast<size_t>(count));
+    NarrowFromFloat(DataType::kBf16, f.data(), bits.data(), count);
+    return bits;
+  };
+  const std::vector<uint16_t> input = bf16(p.input_elements(), 400),
+                              weight = bf16(p.weight_elements(), 401), bias = bf16(p.k, 402),
+                              residual = bf16(p.output_elements(), 403);
+  std::vector<uint16_t> output(static_cast<size_t>(p.output_elements()), 0x7fc0),  // NaN
+      expected(output.size());
+  Conv2dRef(p, input.data(), weight.data(), bias.data(), expected.data(), residual.data());
+
+  absl::Notification done;
+  absl::Status status;
+  ExecTimestamps timestamps;
+  auto job = std::make_unique<Conv2dJob>();
+  job->params = p;
+  job->device = DeviceRequest::Gpu(0);
+  job->input = input.data();
+  job->weight = weight.data();
+  job->bias = bias.data();
+  job->residual = residual.data();
+  job->output = output.data();
+  job->done = [&](const absl::Status& s, const ExecTimestamps& t) {
+    status = s;
+    timestamps = t;
+    done.Notify();
+  };
+  ASSERT_TRUE((*engine)->Submit(&job).ok());
+  done.WaitForNotification();
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_EQ(timestamps.device, 0);
+  std::vector<float> actual_f(output.size()), expected_f(output.size());
+  WidenToFloat(DataType::kBf16, output.data(), actual_f.data(), p.output_elements());
+  WidenToFloat(DataType::kBf16, expected.data(), expected_f.data(), p.output_elements());
+  // The BF16-output bound of tests/engine/hip/conv_kernels_test.cc.
+  EXPECT_LT(RelativeL2Error(actual_f.data(), expected_f.data(), p.output_elements()), 1e-3);
+  int negative = 0;
+  for (float v : actual_f) negative += v < 0 ? 1 : 0;
+  EXPECT_EQ(negative, 0);  // relu ran
 }
 
 }  // namespace

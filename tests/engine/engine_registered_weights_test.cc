@@ -70,7 +70,7 @@ std::unique_ptr<Conv2dJob> MakeJob(const Conv2dParams& p, const std::vector<floa
 Conv2dParams Shape(int64_t n, int64_t c, int64_t hw, int64_t k, int64_t rs, int64_t pad,
                    bool bias, int64_t groups = 1, Layout layout = Layout::kNCHW) {
   Conv2dParams p;
-  p.n = n, p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = rs, p.pad_h = p.pad_w = pad;
+  p.n = n, p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = rs, p.SetPad(pad, pad);
   p.has_bias = bias, p.groups = groups, p.layout = layout;
   return p;
 }

@@ -23,7 +23,7 @@ using ::testing::HasSubstr;
 
 Conv2dParams Small() {
   Conv2dParams p;
-  p.n = 1, p.c = 16, p.h = 32, p.w = 32, p.k = 16, p.r = 3, p.s = 3, p.pad_h = p.pad_w = 1;
+  p.n = 1, p.c = 16, p.h = 32, p.w = 32, p.k = 16, p.r = 3, p.s = 3, p.SetPad(1, 1);
   return p;
 }
 
@@ -38,7 +38,7 @@ TEST(EngineTest, ComputesCorrectResultsForMixedShapes) {
   auto engine = MakeEngine();
   Conv2dParams big;
   big.n = 2, big.c = 32, big.h = 28, big.w = 28, big.k = 64, big.r = big.s = 3;
-  big.pad_h = big.pad_w = 1, big.has_bias = true;  // above small_job_max_flops
+  big.SetPad(1, 1), big.has_bias = true;  // above small_job_max_flops
   Conv2dParams nhwc = Small();
   nhwc.layout = Layout::kNHWC, nhwc.stride_h = 2;
   std::vector<std::unique_ptr<TestJob>> jobs;
@@ -297,8 +297,8 @@ TEST(EngineTest, AdmitRefusesCostlyJobsNamingTheFlag) {
   };
   Conv2dParams flops = Small();  // 2 GFLOP, a few KB
   flops.c = flops.k = 1024, flops.h = flops.w = 8;
-  Conv2dParams padded{.pad_w = 1 << 21};  // 16 MiB padded input, 16 MiB output
-  Conv2dParams im2col{.c = 256, .h = 64, .w = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  Conv2dParams padded{.pad_left = 1 << 21, .pad_right = 1 << 21};  // 16 MiB padded input, 16 MiB output
+  Conv2dParams im2col{.c = 256, .h = 64, .w = 64, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1};
   Conv2dParams bytes{.h = 1024, .w = 1024, .k = 8};  // 36 MiB of tensors, 4 MiB of im2col
   const Case cases[] = {{"flops", flops, "max_job_gflop"},
                         {"padded extent", padded, "max_job_scratch_bytes"},
@@ -369,8 +369,8 @@ TEST(EngineTest, SmallJobIsNotBlockedByALargeOne) {
   options.max_inflight_bytes = int64_t{1} << 30;
   auto engine = MakeEngine(options);
   // resnet_3x3_14 at N=256: 59 GFLOP in 3 slices of <= 20 GFLOP, 51 MB in and out.
-  Conv2dParams big{.n = 256, .c = 256, .h = 14, .w = 14, .k = 256, .r = 3, .s = 3, .pad_h = 1,
-                   .pad_w = 1};
+  Conv2dParams big{.n = 256, .c = 256, .h = 14, .w = 14, .k = 256, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1,
+                   .pad_left = 1, .pad_right = 1};
   std::vector<float> in(big.input_elements(), 0.5f), w(big.weight_elements(), 0.25f),
       out(big.output_elements());
   absl::Notification big_done;

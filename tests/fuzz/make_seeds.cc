@@ -136,6 +136,63 @@ void RequestParserSeeds(const std::string& id) {
     IntParam(&r, "pad", 1000);
     Write(t, "output_too_large", Bytes(r));
   }
+  // Issue 13: 16-bit datatypes, the residual, the epilogue, per-side and auto padding.
+  auto add16 = [](ModelInferRequest* r, const std::string& name, std::vector<int64_t> shape,
+                  const char* datatype) {
+    auto* tensor = r->add_inputs();
+    tensor->set_name(name);
+    tensor->set_datatype(datatype);
+    for (int64_t d : shape) tensor->add_shape(d);
+    *r->add_raw_input_contents() = Floats(Product(shape)).substr(0, Product(shape) * 2);
+  };
+  {
+    ModelInferRequest r;  // BF16, residual, relu, FP32 output
+    r.set_model_name("conv2d");
+    add16(&r, "input", {1, 2, 5, 5}, "BF16");
+    add16(&r, "weight", {3, 2, 3, 3}, "BF16");
+    add16(&r, "bias", {3}, "BF16");
+    add16(&r, "residual", {1, 3, 5, 5}, "BF16");
+    IntParam(&r, "pad", 1);
+    (*r.mutable_parameters())["activation"].set_string_param("relu");
+    auto* out = r.add_outputs();
+    out->set_name("output");
+    (*out->mutable_parameters())["datatype"].set_string_param("FP32");
+    Write(t, "bf16_residual_relu_fp32_out", Bytes(r));
+    r.mutable_inputs(3)->set_shape(3, 4);  // near-valid: residual of the wrong shape
+    Write(t, "bf16_residual_bad_shape", Bytes(r));
+    r.mutable_inputs(3)->set_shape(3, 5);
+    r.mutable_inputs(1)->set_datatype("FP16");  // near-valid: mixed datatypes
+    Write(t, "bf16_mixed_fp16_weight", Bytes(r));
+  }
+  {
+    ModelInferRequest r;  // FP16 NHWC, SAME_LOWER with stride 2, clip, FP16 output
+    r.set_model_name("conv2d");
+    add16(&r, "input", {1, 6, 7, 2}, "FP16");
+    (*r.mutable_inputs(0)->mutable_parameters())["layout"].set_string_param("NHWC");
+    add16(&r, "weight", {4, 2, 3, 2}, "FP16");
+    add16(&r, "residual", {1, 3, 4, 4}, "FP16");
+    IntParam(&r, "stride", 2);
+    (*r.mutable_parameters())["auto_pad"].set_string_param("SAME_LOWER");
+    (*r.mutable_parameters())["activation"].set_string_param("clip");
+    (*r.mutable_parameters())["clip_min"].set_double_param(-0.5);
+    IntParam(&r, "clip_max", 6);
+    Write(t, "fp16_nhwc_same_lower_clip", Bytes(r));
+    IntParam(&r, "pad_h", 0);  // near-valid: auto_pad with an explicit pad
+    Write(t, "auto_pad_with_pad", Bytes(r));
+  }
+  {
+    ModelInferRequest r;  // FP32, asymmetric pads, gelu, typed contents with a residual
+    r.set_model_name("conv2d");
+    AddTensor(&r, "input", {1, 1, 4, 5}, false);
+    AddTensor(&r, "weight", {2, 1, 2, 3}, false);
+    IntParam(&r, "pad_top", 1);
+    IntParam(&r, "pad_bottom", 0);
+    IntParam(&r, "pad_left", 2);
+    IntParam(&r, "pad_w", 1);
+    (*r.mutable_parameters())["activation"].set_string_param("gelu");
+    AddTensor(&r, "residual", {1, 2, 4, 6}, false);
+    Write(t, "fp32_asymmetric_gelu_residual", Bytes(r));
+  }
 }
 
 std::string UploadInput(const sparkle::v1::WeightsHeader& h, const std::vector<std::string>& chunks) {

@@ -67,20 +67,21 @@ const inference::ModelInferRequest::InferInputTensor* Find(
   return nullptr;
 }
 
-// `data` with `elements` floats must lie inside the tensor `name` of the request, or be a copy
+// `data` with `elements` elements of `element_size` bytes must lie inside the tensor `name` of the request, or be a copy
 // of it in one of `copies`.
 // (`header` is the reader's copy of the request without raw_input_contents: typed contents
 // are read there.)
 void CheckInsideRequest(const inference::ModelInferRequest& request,
                         const inference::ModelInferRequest& header,
                         const std::vector<TensorBufferPool::Buffer>& copies,
-                        const std::string& name, const float* data, int64_t elements) {
+                        const std::string& name, const void* data, int64_t elements,
+                        int64_t element_size) {
   FUZZ_CHECK(data != nullptr, name);
   FUZZ_CHECK(elements >= 1, absl::StrCat(name, " elements ", elements));
   int index = -1;
   const auto* tensor = Find(request, name, &index);
   FUZZ_CHECK(tensor != nullptr, absl::StrCat(name, " pointer set but no such input"));
-  const size_t bytes = static_cast<size_t>(elements) * 4;
+  const size_t bytes = static_cast<size_t>(elements * element_size);
   bool inside = false;
   if (request.raw_input_contents_size() > 0) {
     FUZZ_CHECK(index < request.raw_input_contents_size(), name);
@@ -166,11 +167,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(p.Validate().ok(), p.Validate().ToString());
   FUZZ_CHECK(static_cast<int64_t>(request.ByteSizeLong()) <= kMaxRequestBytes, "request size");
   // Conv2dParams' accessors multiply; UBSan reports an overflow here as a crash.
-  const int64_t output_bytes = p.output_elements() * 4;
-  FUZZ_CHECK(output_bytes >= 4 && output_bytes <= kMaxResponseBytes,
+  const int64_t output_bytes = p.output_elements() * ElementSize(p.output_dtype);
+  FUZZ_CHECK(output_bytes >= 2 && output_bytes <= kMaxResponseBytes,
              absl::StrCat("output bytes ", output_bytes));
   const auto& copies = parsed->copies;
-  CheckInsideRequest(request, view.header(), copies, "input", parsed->input, p.input_elements());
+  const int64_t es = ElementSize(p.dtype);
+  CheckInsideRequest(request, view.header(), copies, "input", parsed->input, p.input_elements(),
+                     es);
+  if (p.has_residual) {
+    CheckInsideRequest(request, view.header(), copies, "residual", parsed->residual,
+                       p.residual_elements(), es);
+  } else {
+    FUZZ_CHECK(parsed->residual == nullptr, "residual pointer without has_residual");
+  }
   if (parsed->registered_weight != nullptr) {
     const RegisteredWeight& w = *parsed->registered_weight;
     FUZZ_CHECK(!parsed->weight_id.empty(), "registered weight without weight_id");
@@ -180,16 +189,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                             w.weight_elements()));
     FUZZ_CHECK(p.has_bias == w.has_bias(), "has_bias differs from the registration");
     FUZZ_CHECK(p.k == w.k(), "K differs from the registration");
-    TouchBytes(parsed->weight, static_cast<size_t>(w.weight_elements()) * 4);
+    FUZZ_CHECK(w.dtype() == p.dtype, "datatype differs from the registration");
+    TouchBytes(parsed->weight, static_cast<size_t>(w.weight_elements() * es));
     if (p.has_bias) {
       FUZZ_CHECK(parsed->bias == w.bias(), "bias does not point at the registration");
-      TouchBytes(parsed->bias, static_cast<size_t>(w.k()) * 4);
+      TouchBytes(parsed->bias, static_cast<size_t>(w.k() * es));
     }
   } else {
     FUZZ_CHECK(parsed->weight_id.empty(), "weight_id without a registered weight");
-    CheckInsideRequest(request, view.header(), copies, "weight", parsed->weight, p.weight_elements());
+    CheckInsideRequest(request, view.header(), copies, "weight", parsed->weight,
+                       p.weight_elements(), es);
     if (p.has_bias) {
-      CheckInsideRequest(request, view.header(), copies, "bias", parsed->bias, p.k);
+      CheckInsideRequest(request, view.header(), copies, "bias", parsed->bias, p.k, es);
     } else {
       FUZZ_CHECK(parsed->bias == nullptr, "bias pointer without has_bias");
     }

@@ -36,8 +36,7 @@ constexpr int64_t kMaxResponseBytes = 1 << 20;
 
 // Does [p, p + bytes) lie inside one of `buffers`, or inside a tensor's fp32_contents?
 bool InsideRequest(const std::vector<std::string>& buffers,
-                   const inference::ModelInferRequest& header, const float* p, int64_t elements) {
-  const size_t bytes = static_cast<size_t>(elements) * 4;
+                   const inference::ModelInferRequest& header, const void* p, size_t bytes) {
   for (const std::string& b : buffers) {
     if (Inside(p, bytes, b.data(), b.size())) return true;
   }
@@ -49,13 +48,14 @@ bool InsideRequest(const std::vector<std::string>& buffers,
 }
 
 void CheckPointer(const std::vector<std::string>& buffers,
-                  const inference::ModelInferRequest& header, const char* name, const float* p,
-                  int64_t elements) {
+                  const inference::ModelInferRequest& header, const char* name, const void* p,
+                  int64_t elements, int64_t element_size) {
   FUZZ_CHECK(p != nullptr, name);
   FUZZ_CHECK(elements >= 1, absl::StrCat(name, " elements ", elements));
-  FUZZ_CHECK(InsideRequest(buffers, header, p, elements),
-             absl::StrCat(name, ": ", elements, " floats outside the request's buffers"));
-  TouchBytes(p, static_cast<size_t>(elements) * 4);
+  const size_t bytes = static_cast<size_t>(elements * element_size);
+  FUZZ_CHECK(InsideRequest(buffers, header, p, bytes),
+             absl::StrCat(name, ": ", elements, " elements outside the request's buffers"));
+  TouchBytes(p, bytes);
 }
 
 }  // namespace
@@ -153,19 +153,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FUZZ_CHECK(parsed->regions.empty() && parsed->output_in_region == nullptr,
              "shared memory without a registry");
   // Conv2dParams' accessors multiply; UBSan reports an overflow here as a crash.
-  const int64_t output_bytes = p.output_elements() * 4;
-  FUZZ_CHECK(output_bytes >= 4 && output_bytes <= kMaxResponseBytes,
+  const int64_t output_bytes = p.output_elements() * ElementSize(p.output_dtype);
+  FUZZ_CHECK(output_bytes >= 2 && output_bytes <= kMaxResponseBytes,
              absl::StrCat("output bytes ", output_bytes));
   // Each tensor lies in a pooled copy (read whole), in a raw input or in fp32_contents.
-  auto inside = [&](const char* name, const float* ptr, int64_t elements) {
+  const int64_t es = ElementSize(p.dtype);
+  auto inside = [&](const char* name, const void* ptr, int64_t elements) {
     for (const auto& copy : parsed->copies) {
-      if (Inside(ptr, static_cast<size_t>(elements) * 4, copy.data(),
+      if (Inside(ptr, static_cast<size_t>(elements * es), copy.data(),
                  static_cast<size_t>(copy.size()))) {
-        TouchBytes(ptr, static_cast<size_t>(elements) * 4);
+        TouchBytes(ptr, static_cast<size_t>(elements * es));
         return;
       }
     }
-    CheckPointer(buffers, header, name, ptr, elements);
+    CheckPointer(buffers, header, name, ptr, elements, es);
   };
   inside("input", parsed->input, p.input_elements());
   inside("weight", parsed->weight, p.weight_elements());
@@ -173,6 +174,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     inside("bias", parsed->bias, p.k);
   } else {
     FUZZ_CHECK(parsed->bias == nullptr, "bias pointer without has_bias");
+  }
+  if (p.has_residual) {
+    inside("residual", parsed->residual, p.residual_elements());
+  } else {
+    FUZZ_CHECK(parsed->residual == nullptr, "residual pointer without has_residual");
   }
   FUZZ_CHECK(parsed->priority >= 0 && parsed->priority <= 16, "priority range");
   return 0;

@@ -194,6 +194,37 @@ TEST(InProcessServerTest, EveryProtocolErrorGetsItsCodeAndMessage) {
        StatusCode::INVALID_ARGUMENT, "overflows"},
       {"huge dim", [](auto& r) { r.mutable_inputs(0)->set_shape(2, int64_t{1} << 40); },
        StatusCode::INVALID_ARGUMENT, "outside [1, 2^31 - 1]"},
+      {"auto_pad with an explicit pad",
+       [&](auto& r) { param(r, "auto_pad").set_string_param("SAME_UPPER"); },
+       StatusCode::INVALID_ARGUMENT, "cannot be combined with an explicit pad"},
+      {"unknown activation", [&](auto& r) { param(r, "activation").set_string_param("swish"); },
+       StatusCode::INVALID_ARGUMENT, "activation must be one of none, relu"},
+      {"clip bound without clip", [&](auto& r) { param(r, "clip_max").set_double_param(6); },
+       StatusCode::INVALID_ARGUMENT, "clip_max is only valid with activation=clip"},
+      {"residual of the wrong shape",
+       [](auto& r) {
+         auto* t = r.add_inputs();
+         t->set_name("residual"), t->set_datatype("FP32");
+         for (int64_t d : {1, 6, 8, 7}) t->add_shape(d);
+         r.add_raw_input_contents()->assign(6 * 8 * 7 * 4, '\0');
+       },
+       StatusCode::INVALID_ARGUMENT, "has shape [1, 6, 8, 7] but the output's shape is [1, 6, 8, 8]"},
+      {"typed contents for BF16",
+       [](auto& r) {
+         r.clear_raw_input_contents();
+         for (auto& t : *r.mutable_inputs()) {
+           t.set_datatype("BF16");
+           t.mutable_contents()->add_fp32_contents(1.0f);
+         }
+       },
+       StatusCode::INVALID_ARGUMENT, "has no typed contents field"},
+      {"bad output datatype",
+       [](auto& r) {
+         auto* out = r.add_outputs();
+         out->set_name("output");
+         (*out->mutable_parameters())["datatype"].set_string_param("FP16");
+       },
+       StatusCode::INVALID_ARGUMENT, "requested output 'output' has datatype 'FP16'"},
   };
   for (const ErrorCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -222,6 +253,48 @@ TEST(InProcessServerTest, EveryProtocolErrorGetsItsCodeAndMessage) {
 // Bytes sent to ModelInfer that are not a ModelInferRequest: INVALID_ARGUMENT with a message
 // (gRPC's generated path said UNIMPLEMENTED with none), and a request whose tensor bytes gRPC
 // delivers in many slices (1.5 MiB input) is read and answered correctly.
+// Issue 13 end to end: a BF16 request with a residual and relu, asking for an FP32 output,
+// through the real services on the CPU, against the oracle (on the BF16-rounded inputs); the
+// same as FP16 with the output in FP16, and NHWC with asymmetric padding and clip.
+TEST(InProcessServerTest, SixteenBitRequestsWithResidualAndActivationMatchTheOracle) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  struct Variant {
+    const char* name;
+    DataType dtype, output_dtype;
+    Layout layout;
+    Activation activation;
+  };
+  for (const Variant& v : {Variant{"bf16 relu fp32-out", DataType::kBf16, DataType::kFp32,
+                                   Layout::kNCHW, Activation::kRelu},
+                           Variant{"fp16 relu fp16-out", DataType::kFp16, DataType::kFp16,
+                                   Layout::kNCHW, Activation::kRelu},
+                           Variant{"bf16 nhwc clip bf16-out", DataType::kBf16, DataType::kBf16,
+                                   Layout::kNHWC, Activation::kClip}}) {
+    SCOPED_TRACE(v.name);
+    Conv2dParams p = ConvShape(2, 8, 9, 7, 16, 3, 1, 1, 1, true, v.layout);
+    p.has_residual = true;
+    p.activation = v.activation;
+    if (v.activation == Activation::kClip) {
+      p.clip_min = -0.5f, p.clip_max = 0.75f;
+      p.pad_top = 0, p.pad_bottom = 2, p.pad_left = 1, p.pad_right = 0;
+    }
+    p.dtype = v.dtype;
+    p.output_dtype = v.output_dtype;
+    ASSERT_TRUE(p.Validate().ok()) << p.Validate();
+    const ConvCase c(p, 31);
+    for (bool reversed : {false, true}) {
+      ModelInferResponse resp;
+      const grpc::Status status = server->Infer(c.Request(false, reversed), &resp);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      ASSERT_EQ(resp.outputs_size(), 1);
+      EXPECT_EQ(resp.outputs(0).datatype(), DataTypeName(v.output_dtype));
+      EXPECT_EQ(c.Check(resp), "");
+    }
+  }
+  ExpectStillServing(*server);
+}
+
 TEST(InProcessServerTest, RawModelInferRefusesGarbageAndReadsSplitTensors) {
   std::unique_ptr<InProcessServer> server = StartServer();
   ASSERT_NE(server, nullptr);

@@ -167,7 +167,7 @@ TEST(InferRequestReaderTest, UnknownFieldsAndTypedContentsStayInTheHeader) {
   EXPECT_TRUE(view.raw_inputs.empty());
   absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(view, ParseContext{});
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->input[49], 2.0f);
+  EXPECT_EQ(static_cast<const float*>(parsed->input)[49], 2.0f);
 }
 
 TEST(TensorBufferPoolTest, CapacitiesAreQuarterPowersOfTwoFrom4KiB) {

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/request_parser.h"
@@ -43,6 +44,19 @@ class WeightIdParseTest : public ::testing::Test {
   std::unique_ptr<WeightRegistry> registry_;
   std::string id_;
 };
+
+// The registration's datatype must be the request's (issue 13): FP32 weights, BF16 input.
+TEST_F(WeightIdParseTest, RegisteredWeightsOfAnotherDatatypeAreRefused) {
+  inference::ModelInferRequest r = Request(id_);
+  r.mutable_inputs(0)->set_datatype("BF16");
+  r.mutable_raw_input_contents(0)->resize(4 * 8 * 8 * 2);
+  auto parsed = ParseInferRequest(r, ParseLimits(), registry_.get());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr(absl::StrCat("the registered weights '", id_,
+                                     "' are FP32 but the request's tensors are BF16")));
+  EXPECT_EQ(registry_->List()[0]->in_use(), 0);  // the refused request holds nothing
+}
 
 TEST_F(WeightIdParseTest, GeometryAndBiasComeFromTheRegistration) {
   auto parsed = ParseInferRequest(Request(id_), ParseLimits(), registry_.get());

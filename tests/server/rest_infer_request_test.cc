@@ -455,8 +455,8 @@ TEST(RestInferRequestTest, Conv2dRequestThroughTheRequestParser) {
   EXPECT_EQ(p.k, 3);
   EXPECT_EQ(p.r, 3);
   EXPECT_EQ(p.s, 3);
-  EXPECT_EQ(p.pad_h, 1);
-  EXPECT_EQ(p.pad_w, 1);
+  EXPECT_EQ(p.pad_top, 1);
+  EXPECT_EQ(p.pad_left, 1);
   EXPECT_EQ(p.stride_h, 2);
   EXPECT_EQ(p.stride_w, 2);
   EXPECT_TRUE(p.has_bias);
@@ -464,9 +464,9 @@ TEST(RestInferRequestTest, Conv2dRequestThroughTheRequestParser) {
   EXPECT_EQ(p.q(), 2);
   // The tensors are read in place from the typed contents.
   EXPECT_EQ(parsed->input, r.header.inputs(1).contents().fp32_contents().data());
-  EXPECT_EQ(parsed->input[31], 15.5f);
-  EXPECT_EQ(parsed->weight[0], -9.0f);
-  EXPECT_EQ(parsed->bias[2], 3.0f);
+  EXPECT_EQ(static_cast<const float*>(parsed->input)[31], 15.5f);
+  EXPECT_EQ(static_cast<const float*>(parsed->weight)[0], -9.0f);
+  EXPECT_EQ(static_cast<const float*>(parsed->bias)[2], 3.0f);
   EXPECT_TRUE(r.binary_outputs[0]);
 
   // The same geometry with binary input bytes: the header says the size, the bytes come as
@@ -501,6 +501,67 @@ TEST(RestInferRequestTest, Conv2dRequestThroughTheRequestParser) {
   parsed = ParseInferRequest(ViewOf(bad.header), ParseContext());
   ASSERT_FALSE(parsed.ok());
   EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Issue 13 over REST: BF16 tensors as binary data (binary_data_size), a residual, the
+// activation parameters and the output datatype FP32 reach the one request parser as on gRPC.
+// JSON data cannot carry BF16/FP16 (refused with a message pointing at binary data).
+TEST(RestInferRequestTest, Bf16BinaryTensorsWithResidualAndFp32Output) {
+  // input [1, 2, 4, 4] (32 BF16: 64 bytes), weight [3, 2, 3, 3] (54: 108 bytes), pad 1,
+  // residual [1, 3, 4, 4] (48: 96 bytes).
+  RestInferRequest r = ParseOk(
+      R"({"id": "bf16", "parameters": {"pad": 1, "activation": "clip", "clip_min": -1,)"
+      R"( "clip_max": 2.5, "binary_data_output": true},)"
+      R"( "inputs": [{"name": "input", "datatype": "BF16", "shape": [1, 2, 4, 4],)"
+      R"( "parameters": {"binary_data_size": 64}},)"
+      R"( {"name": "weight", "datatype": "BF16", "shape": [3, 2, 3, 3],)"
+      R"( "parameters": {"binary_data_size": 108}},)"
+      R"( {"name": "residual", "datatype": "BF16", "shape": [1, 3, 4, 4],)"
+      R"( "parameters": {"binary_data_size": 96}}],)"
+      R"( "outputs": [{"name": "output", "parameters": {"datatype": "FP32", "binary_data": true}}]})");
+  r.header.set_model_name("conv2d");
+  ASSERT_THAT(r.binary_sizes, ElementsAre(64, 108, 96));
+  EXPECT_TRUE(r.binary_outputs[0]);
+  // The REST key is consumed; `datatype` goes on to the parser.
+  ASSERT_EQ(r.header.outputs(0).parameters().size(), 1u);
+  EXPECT_EQ(r.header.outputs(0).parameters().at("datatype").string_param(), "FP32");
+  std::vector<uint16_t> in(32, 0x3f80), w(54, 0x4000), res(48, 0xbf80);  // 1, 2, -1
+  InferRequestView view = ViewOf(r.header);
+  for (const auto* v : {&in, &w, &res}) {
+    TensorBytes t;
+    t.size = static_cast<int64_t>(v->size() * 2);
+    t.pieces.emplace_back(reinterpret_cast<const char*>(v->data()), v->size() * 2);
+    view.raw_inputs.push_back(std::move(t));
+  }
+  absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(view, ParseContext());
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const Conv2dParams& p = parsed->params;
+  EXPECT_EQ(p.dtype, DataType::kBf16);
+  EXPECT_EQ(p.output_dtype, DataType::kFp32);
+  EXPECT_TRUE(p.has_residual);
+  EXPECT_EQ(p.activation, Activation::kClip);
+  EXPECT_EQ(p.clip_min, -1.0f);
+  EXPECT_EQ(p.clip_max, 2.5f);
+  EXPECT_EQ(parsed->input, static_cast<const void*>(in.data()));
+  EXPECT_EQ(parsed->weight, static_cast<const void*>(w.data()));
+  EXPECT_EQ(parsed->residual, static_cast<const void*>(res.data()));
+
+  // A BF16 byte count of FP32 size is refused by the parser, naming the datatype.
+  view.raw_inputs[2].size = 192;
+  std::vector<uint16_t> big(96, 0);
+  view.raw_inputs[2].pieces[0] = absl::string_view(reinterpret_cast<const char*>(big.data()), 192);
+  parsed = ParseInferRequest(view, ParseContext());
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(parsed.status().message()),
+              HasSubstr("48 BF16 elements (96 bytes), but raw_input_contents[2] holds 192"));
+
+  // JSON data of BF16 / FP16: refused, pointing at binary data.
+  for (const char* type : {"BF16", "FP16"}) {
+    ExpectInvalid(WithInput(absl::StrCat(R"({"name": "input", "datatype": ")", type,
+                                         R"(", "shape": [1], "data": [1.5]})")),
+                  {absl::StrCat("datatype '", type, "' cannot be sent as JSON"),
+                   "binary_data_size"});
+  }
 }
 
 }  // namespace

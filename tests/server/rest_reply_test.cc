@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/core/data_type.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rapidjson/document.h"
@@ -364,6 +365,40 @@ TEST(RestReplyTest, InferResponseJsonNonFiniteIsNull) {
   EXPECT_TRUE(data[2].IsNull());
   EXPECT_TRUE(data[3].IsNull());
   EXPECT_EQ(data[4].GetDouble(), 2.0);
+}
+
+// BF16 and FP16 outputs as JSON: each value widened exactly to float, written in its shortest
+// form; read back and rounded to the datatype, it is the same value (bits). Non-finite: null.
+TEST(RestReplyTest, InferResponseJsonSixteenBitOutputsWidenExactly) {
+  for (const DataType type : {DataType::kBf16, DataType::kFp16}) {
+    SCOPED_TRACE(DataTypeName(type));
+    std::vector<uint16_t> bits;
+    for (uint32_t b = 0; b < 0x10000; b += 7) bits.push_back(static_cast<uint16_t>(b));
+    inference::ModelInferResponse header = OutputHeader(static_cast<int64_t>(bits.size()));
+    header.mutable_outputs(0)->set_datatype(DataTypeName(type));
+    const std::string json = InferResponseJson(
+        header, std::string(reinterpret_cast<const char*>(bits.data()), bits.size() * 2), false);
+    rapidjson::Document doc = Parse<rapidjson::kParseNumbersAsStringsFlag>(json);
+    const auto& out = doc["outputs"][0];
+    EXPECT_STREQ(out["datatype"].GetString(), DataTypeName(type));
+    const auto& data = out["data"];
+    ASSERT_EQ(data.Size(), bits.size());
+    int mismatches = 0;
+    for (size_t i = 0; i < bits.size(); ++i) {
+      const float wide = type == DataType::kBf16 ? Bf16ToFloat(bits[i]) : Fp16ToFloat(bits[i]);
+      const auto& v = data[static_cast<rapidjson::SizeType>(i)];
+      if (!std::isfinite(wide)) {
+        EXPECT_TRUE(v.IsNull()) << i;
+        continue;
+      }
+      const float back = std::strtof(v.GetString(), nullptr);
+      const uint16_t narrowed = type == DataType::kBf16 ? FloatToBf16(back) : FloatToFp16(back);
+      if ((Bits(back) != Bits(wide) || narrowed != bits[i]) && ++mismatches <= 10) {
+        ADD_FAILURE() << "bits " << std::hex << bits[i] << " written as " << v.GetString();
+      }
+    }
+    EXPECT_EQ(mismatches, 0);
+  }
 }
 
 TEST(RestReplyTest, InferResponseJsonBinary) {

@@ -194,7 +194,7 @@ TEST(RestServiceTest, HealthMetadataConfigAndUnknownPaths) {
     rapidjson::Document doc = Json(model->body);
     EXPECT_STREQ(doc["name"].GetString(), "conv2d");
     EXPECT_STREQ(doc["versions"][0].GetString(), "1");
-    EXPECT_EQ(doc["inputs"].Size(), 3u);
+    EXPECT_EQ(doc["inputs"].Size(), 4u);  // input, weight, bias, residual
     EXPECT_EQ(doc["inputs"][0]["shape"][0].GetInt(), -1);  // a number, not "-1"
   }
   auto config = client->Get("/v2/models/conv2d/config");

@@ -214,7 +214,7 @@ TEST_F(SecurityProcessTest, MtlsTokensAndRoles) {
 
   // An infer token gets correct results.
   Conv2dParams p;
-  p.n = 1, p.c = 3, p.h = p.w = 8, p.k = 4, p.r = p.s = 3, p.pad_h = p.pad_w = 1;
+  p.n = 1, p.c = 3, p.h = p.w = 8, p.k = 4, p.r = p.s = 3, p.SetPad(1, 1);
   const auto input = sparkle::testing::RandomFloats(p.input_elements(), 1);
   const auto weight = sparkle::testing::RandomFloats(p.weight_elements(), 2);
   std::vector<float> expected(p.output_elements());

@@ -170,7 +170,7 @@ TEST_F(ServerProcessTest, HealthLivenessReadinessAndMetadata) {
     req.set_name("conv2d");
     inference::ModelMetadataResponse resp;
     ASSERT_TRUE(stub->ModelMetadata(&ctx, req, &resp).ok());
-    EXPECT_EQ(resp.inputs_size(), 3);
+    EXPECT_EQ(resp.inputs_size(), 4);  // input, weight, bias, residual
     EXPECT_EQ(resp.outputs_size(), 1);
     EXPECT_EQ(resp.versions(0), "1");
   }
@@ -203,6 +203,20 @@ TEST_F(ServerProcessTest, StatusReportsCountersAndDevices) {
   EXPECT_EQ(resp.devices(0).threads(), 2);
   EXPECT_GE(resp.jobs_succeeded(), 1u);
   EXPECT_GT(resp.uptime_seconds(), 0);
+}
+
+// Issue 13: the status says how the CPU computes each datatype (never a silent slowdown).
+TEST_F(ServerProcessTest, StatusSaysHowTheCpuComputesEachDatatype) {
+  auto control = sparkle::v1::Control::NewStub(*channel_);
+  grpc::ClientContext ctx;
+  sparkle::v1::GetStatusResponse status;
+  ASSERT_TRUE(control->GetStatus(&ctx, {}, &status).ok());
+  ASSERT_GE(status.devices_size(), 1);
+  const std::string& detail = status.devices(0).detail();
+  EXPECT_THAT(detail, HasSubstr("oneDNN "));
+  EXPECT_THAT(detail, HasSubstr("FP32 native"));
+  EXPECT_THAT(detail, ::testing::ContainsRegex("BF16 (native|converted to FP32)"));
+  EXPECT_THAT(detail, HasSubstr("FP16 converted to FP32"));
 }
 
 TEST_F(ServerProcessTest, GpuRequestWithoutGpuIsFailedPreconditionNamingTheReason) {

@@ -86,13 +86,15 @@ TEST_F(StatisticsRpcTest, ModelConfigDescribesConv2d) {
   EXPECT_EQ(c.name(), "conv2d");
   EXPECT_EQ(c.platform(), "sparkle_conv2d");
   EXPECT_EQ(c.max_batch_size(), 0);
-  ASSERT_EQ(c.input_size(), 3);
+  ASSERT_EQ(c.input_size(), 4);
   EXPECT_EQ(c.input(0).name(), "input");
   EXPECT_EQ(c.input(0).data_type(), inference::TYPE_FP32);
   EXPECT_THAT(c.input(0).dims(), ::testing::ElementsAre(-1, -1, -1, -1));
   EXPECT_EQ(c.input(1).name(), "weight");
   EXPECT_EQ(c.input(2).name(), "bias");
   EXPECT_TRUE(c.input(2).optional());
+  EXPECT_EQ(c.input(3).name(), "residual");
+  EXPECT_TRUE(c.input(3).optional());
   ASSERT_EQ(c.output_size(), 1);
   EXPECT_EQ(c.output(0).name(), "output");
   ASSERT_TRUE(c.has_dynamic_batching());

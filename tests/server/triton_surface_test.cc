@@ -496,6 +496,69 @@ TEST(TritonSurfaceTest, OutputParametersThatCannotBeHonouredAreRefused) {
   EXPECT_EQ(Small().Check(resp), "");
 }
 
+// The requested output's `datatype` parameter: FP32 (or the inputs' datatype) is honoured,
+// anything else refused naming it.
+TEST(TritonSurfaceTest, OutputDatatypeParameterIsHonouredOrRefused) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto with_datatype = [](const char* datatype) {
+    ModelInferRequest r = Small().Request();
+    auto* out = r.add_outputs();
+    out->set_name("output");
+    (*out->mutable_parameters())["datatype"].set_string_param(datatype);
+    return r;
+  };
+  ModelInferResponse resp;
+  ASSERT_TRUE(server->Infer(with_datatype("FP32"), &resp).ok());
+  EXPECT_EQ(resp.outputs(0).datatype(), "FP32");
+  EXPECT_EQ(Small().Check(resp), "");
+  for (const char* bad : {"FP64", "BF16", "fp32"}) {
+    const grpc::Status s = server->Infer(with_datatype(bad), &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad;
+    EXPECT_THAT(s.error_message(),
+                HasSubstr(absl::StrCat("requested output 'output' has datatype '", bad, "'")));
+  }
+}
+
+// ModelMetadata and ModelConfig name the optional `residual` input (the fused epilogue's skip
+// connection); the datatype they state stays FP32 (docs/protocol.md).
+TEST(TritonSurfaceTest, MetadataAndConfigListTheOptionalResidual) {
+  auto server = StartServer();
+  ASSERT_NE(server, nullptr);
+  auto stub = server->Inference();
+  {
+    grpc::ClientContext ctx;
+    inference::ModelMetadataRequest request;
+    request.set_name("conv2d");
+    inference::ModelMetadataResponse response;
+    ASSERT_TRUE(stub->ModelMetadata(&ctx, request, &response).ok());
+    std::vector<std::string> names;
+    for (const auto& t : response.inputs()) {
+      names.push_back(t.name());
+      EXPECT_EQ(t.datatype(), "FP32") << t.name();
+    }
+    EXPECT_THAT(names, ::testing::ElementsAre("input", "weight", "bias", "residual"));
+    EXPECT_THAT(response.inputs(3).shape(), ::testing::ElementsAre(-1, -1, -1, -1));
+  }
+  {
+    grpc::ClientContext ctx;
+    inference::ModelConfigRequest request;
+    request.set_name("conv2d");
+    inference::ModelConfigResponse response;
+    ASSERT_TRUE(stub->ModelConfig(&ctx, request, &response).ok());
+    const inference::ModelConfig& c = response.config();
+    ASSERT_EQ(c.input_size(), 4);
+    EXPECT_EQ(c.input(3).name(), "residual");
+    EXPECT_TRUE(c.input(3).optional());
+    EXPECT_FALSE(c.input(0).optional());
+    EXPECT_EQ(c.input(3).data_type(), inference::TYPE_FP32);
+    EXPECT_THAT(c.input(3).dims(), ::testing::ElementsAre(-1, -1, -1, -1));
+    EXPECT_EQ(c.parameters().at("datatypes").string_value(), "FP32,BF16,FP16");
+    EXPECT_THAT(c.parameters().at("activations").string_value(), HasSubstr("relu6"));
+    EXPECT_THAT(c.parameters().at("auto_pad").string_value(), HasSubstr("SAME_UPPER"));
+  }
+}
+
 // --- ModelStatistics fail counts ---------------------------------------------------------------
 
 // A request that expires in the queue (the engine completes it with DEADLINE_EXCEEDED) counts in

@@ -54,7 +54,7 @@ struct Layer {
   std::vector<float> input, weight, bias, expected;
 
   Layer(int64_t c, int64_t hw, int64_t k, int64_t rs, int64_t pad, bool with_bias, uint32_t seed) {
-    p.n = 1, p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = rs, p.pad_h = p.pad_w = pad;
+    p.n = 1, p.c = c, p.h = p.w = hw, p.k = k, p.r = p.s = rs, p.SetPad(pad, pad);
     p.has_bias = with_bias;
     input = RandomFloats(p.input_elements(), seed);
     weight = RandomFloats(p.weight_elements(), seed + 1);
@@ -68,7 +68,7 @@ struct Layer {
   ModelInferRequest Request(const std::string& id, bool also_weight = false) const {
     ModelInferRequest r;
     r.set_model_name("conv2d");
-    (*r.mutable_parameters())["pad"].set_int64_param(p.pad_h);
+    (*r.mutable_parameters())["pad"].set_int64_param(p.pad_top);
     auto add = [&r](const char* name, std::vector<int64_t> shape, const std::vector<float>& d) {
       auto* t = r.add_inputs();
       t->set_name(name);
@@ -253,8 +253,8 @@ TEST_F(WeightsProcessTest, RegistrationErrorsHaveTheirCodesAndRegisterNothing) {
          grpc::StatusCode::INVALID_ARGUMENT, "longer");
   expect(Register(*control_, shape, layer.weight, layer.bias, 512, "FP32", 0, /*drop=*/4),
          grpc::StatusCode::INVALID_ARGUMENT, "shorter");
-  expect(Register(*control_, shape, layer.weight, layer.bias, 512, "FP16"),
-         grpc::StatusCode::INVALID_ARGUMENT, "FP32");
+  expect(Register(*control_, shape, layer.weight, layer.bias, 512, "INT8"),
+         grpc::StatusCode::INVALID_ARGUMENT, "FP32, BF16 or FP16");
   expect(Register(*control_, {8, 8, 3}, layer.weight, {}, 512),
          grpc::StatusCode::INVALID_ARGUMENT, "rank 4");
   expect(Register(*control_, shape, layer.weight, {1.f, 2.f}, 512),

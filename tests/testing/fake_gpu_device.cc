@@ -123,19 +123,22 @@ void FakeGpuDevice::Run(Pending& p) {
   GpuTimings t;
   if (!fail) {
     const absl::Time start = absl::Now();
+    const double elem = static_cast<double>(ElementSize(params.dtype));
     const double weight_bytes =
-        p.upload_weights ? (params.weight_elements() + params.bias_elements()) * 4.0 : 0.0;
+        p.upload_weights ? (params.weight_elements() + params.bias_elements()) * elem : 0.0;
     const double gbps = options_.transfer_gbps * 1e9;
-    const double h2d =
-        options_.launch_overhead_s + (params.input_elements() * 4.0 + weight_bytes) / gbps;
+    const double h2d = options_.launch_overhead_s +
+                       ((params.input_elements() + params.residual_elements()) * elem +
+                        weight_bytes) / gbps;
     const double compute = params.flops() / (options_.gflops * 1e9);
-    const double d2h = params.output_elements() * 4.0 / (options_.transfer_gbps * 1e9);
+    const double d2h = params.output_elements() *
+                       static_cast<double>(ElementSize(params.output_dtype)) / gbps;
     if (options_.compute) {
       // Each part is computed on its own: the parts are separate buffers of the same geometry.
       for (const GpuPart& part : p.work.parts) {
         Conv2dParams one = params;
         one.n = part.n;
-        Conv2dRef(one, part.input, p.work.weight, p.work.bias, part.output);
+        Conv2dRef(one, part.input, p.work.weight, p.work.bias, part.output, part.residual);
       }
     }
     absl::Time begin = start;

@@ -19,7 +19,7 @@ NamedShape Layer(std::string name, int64_t n, int64_t c, int64_t h, int64_t w, i
   p.k = k;
   p.r = p.s = rs;
   p.stride_h = p.stride_w = stride;
-  p.pad_h = p.pad_w = pad;
+  p.SetPad(pad, pad);
   p.groups = groups;
   return {std::move(name), p};
 }
@@ -73,45 +73,45 @@ std::vector<NamedShape> BuildEdgeCases() {
   Conv2dParams p;
 
   // Grouped and depthwise.
-  p = Conv2dParams{.n = 2, .c = 16, .h = 15, .w = 17, .k = 32, .r = 3, .s = 3, .pad_h = 1,
-                   .pad_w = 1, .groups = 4, .has_bias = true};
+  p = Conv2dParams{.n = 2, .c = 16, .h = 15, .w = 17, .k = 32, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1,
+                   .pad_left = 1, .pad_right = 1, .groups = 4, .has_bias = true};
   add("grouped_g4_bias", p);
   p.layout = Layout::kNHWC;
   add("grouped_g4_bias_nhwc", p);
   p = Conv2dParams{.c = 32, .h = 28, .w = 28, .k = 32, .r = 3, .s = 3, .stride_h = 2,
-                   .stride_w = 2, .pad_h = 1, .pad_w = 1, .groups = 32, .has_bias = true};
+                   .stride_w = 2, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1, .groups = 32, .has_bias = true};
   add("depthwise_s2_bias", p);
-  p = Conv2dParams{.n = 2, .c = 16, .h = 19, .w = 13, .k = 32, .r = 5, .s = 5, .pad_h = 2,
-                   .pad_w = 2, .groups = 16};
+  p = Conv2dParams{.n = 2, .c = 16, .h = 19, .w = 13, .k = 32, .r = 5, .s = 5, .pad_top = 2, .pad_bottom = 2,
+                   .pad_left = 2, .pad_right = 2, .groups = 16};
   add("depthwise_multiplier2_5x5", p);
   p.layout = Layout::kNHWC;
   add("depthwise_multiplier2_5x5_nhwc", p);
 
   // Dilation.
-  p = Conv2dParams{.c = 8, .h = 20, .w = 20, .k = 16, .r = 3, .s = 3, .pad_h = 2, .pad_w = 2,
+  p = Conv2dParams{.c = 8, .h = 20, .w = 20, .k = 16, .r = 3, .s = 3, .pad_top = 2, .pad_bottom = 2, .pad_left = 2, .pad_right = 2,
                    .dilation_h = 2, .dilation_w = 2};
   add("dilated_d2", p);
-  p = Conv2dParams{.n = 2, .c = 8, .h = 23, .w = 19, .k = 8, .r = 3, .s = 3, .pad_h = 3,
-                   .pad_w = 3, .dilation_h = 3, .dilation_w = 3, .has_bias = true,
+  p = Conv2dParams{.n = 2, .c = 8, .h = 23, .w = 19, .k = 8, .r = 3, .s = 3, .pad_top = 3, .pad_bottom = 3,
+                   .pad_left = 3, .pad_right = 3, .dilation_h = 3, .dilation_w = 3, .has_bias = true,
                    .layout = Layout::kNHWC};
   add("dilated_d3_bias_nhwc", p);
   p = Conv2dParams{.c = 12, .h = 17, .w = 21, .k = 24, .r = 3, .s = 3, .stride_h = 2,
-                   .pad_h = 1, .pad_w = 3, .dilation_h = 2, .dilation_w = 3, .groups = 2};
+                   .pad_top = 1, .pad_bottom = 1, .pad_left = 3, .pad_right = 3, .dilation_h = 2, .dilation_w = 3, .groups = 2};
   add("dilated_2x3_strided_grouped", p);
 
   // Asymmetric kernels, strides and pads.
-  p = Conv2dParams{.c = 16, .h = 12, .w = 20, .k = 16, .r = 1, .s = 3, .pad_w = 1};
+  p = Conv2dParams{.c = 16, .h = 12, .w = 20, .k = 16, .r = 1, .s = 3, .pad_left = 1, .pad_right = 1};
   add("kernel_1x3", p);
   p = Conv2dParams{.n = 2, .c = 16, .h = 20, .w = 12, .k = 8, .r = 5, .s = 3, .stride_h = 2,
-                   .pad_h = 2, .has_bias = true, .layout = Layout::kNHWC};
+                   .pad_top = 2, .pad_bottom = 2, .has_bias = true, .layout = Layout::kNHWC};
   add("kernel_5x3_stride_2x1_pad_2x0_bias_nhwc", p);
   p = Conv2dParams{.c = 8, .h = 16, .w = 24, .k = 16, .r = 3, .s = 3, .stride_h = 1,
-                   .stride_w = 2, .pad_h = 1, .pad_w = 1};
+                   .stride_w = 2, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1};
   add("stride_1x2", p);
   p = Conv2dParams{.c = 8, .h = 25, .w = 25, .k = 8, .r = 2, .s = 2, .stride_h = 3,
                    .stride_w = 3};
   add("stride_3_exceeds_kernel_2", p);
-  p = Conv2dParams{.c = 8, .h = 6, .w = 6, .k = 8, .pad_h = 2, .pad_w = 1, .has_bias = true};
+  p = Conv2dParams{.c = 8, .h = 6, .w = 6, .k = 8, .pad_top = 2, .pad_bottom = 2, .pad_left = 1, .pad_right = 1, .has_bias = true};
   add("pad_around_1x1_kernel_bias", p);
 
   // 1×1 in NCHW, which runs as an sgemm per image (>= 64 pixels), batched.
@@ -121,8 +121,8 @@ std::vector<NamedShape> BuildEdgeCases() {
   // Degenerate sizes.
   p = Conv2dParams{.n = 3, .c = 64, .h = 1, .w = 1, .k = 32, .has_bias = true};
   add("image_1x1_kernel_1x1_bias", p);
-  p = Conv2dParams{.n = 2, .c = 32, .h = 1, .w = 1, .k = 16, .r = 3, .s = 3, .pad_h = 1,
-                   .pad_w = 1};
+  p = Conv2dParams{.n = 2, .c = 32, .h = 1, .w = 1, .k = 16, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1,
+                   .pad_left = 1, .pad_right = 1};
   add("image_1x1_kernel_3x3_pad_1", p);
   p.layout = Layout::kNHWC;
   add("image_1x1_kernel_3x3_pad_1_nhwc", p);
@@ -130,22 +130,22 @@ std::vector<NamedShape> BuildEdgeCases() {
   add("kernel_equals_image_7x7_bias", p);
   p.layout = Layout::kNHWC;
   add("kernel_equals_image_7x7_bias_nhwc", p);
-  p = Conv2dParams{.c = 1, .h = 28, .w = 28, .k = 8, .r = 5, .s = 5, .pad_h = 2, .pad_w = 2,
+  p = Conv2dParams{.c = 1, .h = 28, .w = 28, .k = 8, .r = 5, .s = 5, .pad_top = 2, .pad_bottom = 2, .pad_left = 2, .pad_right = 2,
                    .has_bias = true};
   add("c1_5x5_bias", p);
-  p = Conv2dParams{.c = 16, .h = 14, .w = 14, .k = 1, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  p = Conv2dParams{.c = 16, .h = 14, .w = 14, .k = 1, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1};
   add("k1_3x3", p);
   p = Conv2dParams{.c = 1, .h = 9, .w = 11, .k = 1, .r = 3, .s = 3};
   add("c1_k1_3x3", p);
   p = Conv2dParams{.n = 3, .c = 7, .h = 13, .w = 11, .k = 5, .r = 3, .s = 3, .stride_h = 2,
-                   .stride_w = 2, .pad_h = 1, .pad_w = 1, .has_bias = true};
+                   .stride_w = 2, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1, .has_bias = true};
   add("odd_sizes_s2_bias", p);
   p.layout = Layout::kNHWC;
   add("odd_sizes_s2_bias_nhwc", p);
 
   // 3×3 stride 1: the Winograd candidates, at sizes that do not tile evenly.
-  p = Conv2dParams{.n = 3, .c = 32, .h = 13, .w = 9, .k = 48, .r = 3, .s = 3, .pad_h = 1,
-                   .pad_w = 1, .has_bias = true};
+  p = Conv2dParams{.n = 3, .c = 32, .h = 13, .w = 9, .k = 48, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1,
+                   .pad_left = 1, .pad_right = 1, .has_bias = true};
   add("wino_odd_13x9_bias", p);
   p.layout = Layout::kNHWC;
   add("wino_odd_13x9_bias_nhwc", p);

@@ -38,7 +38,7 @@ TEST(WeightCacheTest, SameBytesSameIdOtherBytesOtherId) {
 // runs alone and uncached), never the other's: every hash collides here.
 TEST(WeightCacheTest, ACollisionNeverSharesAnIdentity) {
   WeightCache::Options options;
-  options.hash_for_testing = [](absl::Span<const float>, absl::Span<const float>) {
+  options.hash_for_testing = [](absl::Span<const char>, absl::Span<const char>) {
     return std::pair<uint64_t, uint64_t>(7, 7);
   };
   auto cache = Make(options);

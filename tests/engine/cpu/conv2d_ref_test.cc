@@ -29,20 +29,20 @@ std::vector<HandCase> HandCases() {
   const std::vector<float> ones_3x3(9, 1.0f);
   return {
       {"identity_kernel_pad_1",
-       {.h = 3, .w = 3, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+       {.h = 3, .w = 3, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
        one_to_nine,
        {0, 0, 0, 0, 1, 0, 0, 0, 0},
        {},
        one_to_nine},
       {"box_sum_no_pad", {.h = 3, .w = 3, .r = 3, .s = 3}, one_to_nine, ones_3x3, {}, {45}},
       {"box_sum_pad_1",
-       {.h = 3, .w = 3, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+       {.h = 3, .w = 3, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
        one_to_nine,
        ones_3x3,
        {},
        {12, 21, 16, 27, 45, 33, 24, 39, 28}},
       {"box_sum_stride_2_pad_1",
-       {.h = 3, .w = 3, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1},
+       {.h = 3, .w = 3, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
        one_to_nine,
        ones_3x3,
        {},
@@ -55,7 +55,7 @@ std::vector<HandCase> HandCases() {
        {},
        {0 + 2 + 4 + 10 + 12 + 14 + 20 + 22 + 24}},
       {"kernel_1x3_pad_w_1",
-       {.h = 1, .w = 5, .r = 1, .s = 3, .pad_w = 1},
+       {.h = 1, .w = 5, .r = 1, .s = 3, .pad_left = 1, .pad_right = 1},
        {1, 2, 3, 4, 5},
        {1, 2, 3},
        {},
@@ -148,9 +148,9 @@ std::vector<float> Transpose(const std::vector<float>& t, int64_t n, int64_t a, 
 // The NHWC path computes the very same sums as the NCHW one: bit-identical after transposing.
 TEST(Conv2dRefTest, NhwcMatchesTransposedNchw) {
   const std::vector<Conv2dParams> cases = {
-      {.n = 2, .c = 6, .h = 9, .w = 7, .k = 4, .r = 3, .s = 2, .stride_h = 2, .pad_h = 1,
-       .pad_w = 1, .dilation_w = 2, .groups = 2, .has_bias = true},
-      {.c = 5, .h = 6, .w = 6, .k = 3, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+      {.n = 2, .c = 6, .h = 9, .w = 7, .k = 4, .r = 3, .s = 2, .stride_h = 2, .pad_top = 1, .pad_bottom = 1,
+       .pad_left = 1, .pad_right = 1, .dilation_w = 2, .groups = 2, .has_bias = true},
+      {.c = 5, .h = 6, .w = 6, .k = 3, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1},
       {.n = 3, .c = 4, .h = 1, .w = 1, .k = 8, .groups = 4, .has_bias = true},
   };
   for (const Conv2dParams& nchw : cases) {
@@ -176,6 +176,52 @@ TEST(Conv2dRefTest, ShapeTablesAreValid) {
     EXPECT_TRUE(shape.params.Validate().ok()) << shape.name << ": " << shape.params.Validate();
     EXPECT_TRUE(names.insert(shape.name).second) << "duplicate " << shape.name;
   }
+}
+
+// Per-side padding, the epilogue (residual, then activation) and BF16/FP16 tensors, worked out
+// by hand on a 2x2 image [1 2; 3 4] and a 1x1 weight of 2.
+TEST(Conv2dRefTest, PerSidePaddingEpilogueAndDatatypes) {
+  Conv2dParams p{.h = 2, .w = 2, .pad_top = 1, .pad_right = 1};
+  const std::vector<float> input = {1, 2, 3, 4}, weight = {2};
+  std::vector<float> out(6);
+  ASSERT_EQ(p.p(), 3);
+  ASSERT_EQ(p.q(), 3);
+  out.resize(9);
+  Conv2dRef(p, input.data(), weight.data(), nullptr, out.data());
+  EXPECT_EQ(out, (std::vector<float>{0, 0, 0, 2, 4, 0, 6, 8, 0}));
+
+  p.has_bias = true, p.has_residual = true, p.activation = Activation::kRelu;
+  const std::vector<float> bias = {-5};
+  const std::vector<float> residual = {1, 1, 1, 1, 1, 1, 1, 1, -1};
+  Conv2dRef(p, input.data(), weight.data(), bias.data(), out.data(), residual.data());
+  // relu(2x - 5 + residual): the padded zeros give relu(-4) = 0, 6 - 5 + 1 = 2, ...
+  EXPECT_EQ(out, (std::vector<float>{0, 0, 0, 0, 0, 0, 2, 4, 0}));
+  p.activation = Activation::kClip, p.clip_min = -1, p.clip_max = 3;
+  Conv2dRef(p, input.data(), weight.data(), bias.data(), out.data(), residual.data());
+  EXPECT_EQ(out, (std::vector<float>{-1, -1, -1, -1, 0, -1, 2, 3, -1}));
+
+  // BF16 in, BF16 out: 1.00390625 rounds to 1 on the way in. Between 2 and 4 BF16's step is
+  // 2^-6, so 2 + 2^-7 and 3 + 2^-7 are ties that round to the even neighbours 2 and 3 on the way
+  // out; an FP32 output keeps them.
+  Conv2dParams b{.h = 1, .w = 2, .has_bias = true};
+  b.dtype = b.output_dtype = DataType::kBf16;
+  const std::vector<uint16_t> in16 = {FloatToBf16(1.00390625f), FloatToBf16(1.5f)};
+  const std::vector<uint16_t> w16 = {FloatToBf16(2)}, b16 = {FloatToBf16(0.0078125f)};
+  std::vector<uint16_t> out16(2);
+  Conv2dRef(b, in16.data(), w16.data(), b16.data(), out16.data());
+  EXPECT_EQ(Bf16ToFloat(out16[0]), 2.0f);
+  EXPECT_EQ(Bf16ToFloat(out16[1]), 3.0f);
+  b.output_dtype = DataType::kFp32;
+  std::vector<float> out32(2);
+  Conv2dRef(b, in16.data(), w16.data(), b16.data(), out32.data());
+  EXPECT_EQ(out32, (std::vector<float>{2.0078125f, 3.0078125f}));
+  // FP16: 1 + 2^-11 rounds to 1 (ties to even).
+  b.dtype = b.output_dtype = DataType::kFp16;
+  const std::vector<uint16_t> in_h = {FloatToFp16(1.00048828125f), FloatToFp16(1.5f)};
+  const std::vector<uint16_t> w_h = {FloatToFp16(2)}, b_h = {FloatToFp16(0)};
+  Conv2dRef(b, in_h.data(), w_h.data(), b_h.data(), out16.data());
+  EXPECT_EQ(Fp16ToFloat(out16[0]), 2.0f);
+  EXPECT_EQ(Fp16ToFloat(out16[1]), 3.0f);
 }
 
 }  // namespace

@@ -283,7 +283,7 @@ int64_t RssBytes() {
 // 92 MB dst buffer), the plain gemm kernel needs an im2col-sized scratchpad (5.8 MB per
 // thread). The limit is checked on the descriptor, before any buffer.
 TEST(CpuBackendTest, ScratchLimitIsCheckedBeforeAnyBuffer) {
-  Conv2dParams p{.pad_h = 600, .pad_w = 600};
+  Conv2dParams p{.pad_top = 600, .pad_bottom = 600, .pad_left = 600, .pad_right = 600};
   ASSERT_TRUE(p.Validate().ok());
   std::vector<float> in(1, 2.0f), w(1, 3.0f), out(p.output_elements(), -7.0f);
   ConvArgs args{.input = in.data(), .weight = w.data(), .output = out.data()};
@@ -307,7 +307,7 @@ TEST(CpuBackendTest, HugePaddingStaysWithinBoundedMemory) {
   auto backend = MakeBackend({.threads = 2});
   const int64_t before = RssBytes();
   for (int64_t pad : {(1 << 20) - 1, (1 << 20) - 2}) {
-    Conv2dParams p{.k = 2, .pad_w = pad};
+    Conv2dParams p{.k = 2, .pad_left = pad, .pad_right = pad};
     std::vector<float> in(1, 1.0f), w(2, 1.0f), out(p.output_elements());
     absl::Status s = backend->Run(p, {.input = in.data(), .weight = w.data(), .output = out.data()},
                                   2);

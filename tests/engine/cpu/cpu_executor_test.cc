@@ -1,6 +1,7 @@
 #include "engine/cpu/cpu_executor.h"
 
 #include <atomic>
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -9,6 +10,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/test_job.h"
+#include "tests/testing/typed_tensor.h"
 
 namespace sparkle {
 namespace {
@@ -17,8 +19,8 @@ using ::testing::HasSubstr;
 using testing::TestJob;
 
 Conv2dParams Tiny() {
-  return Conv2dParams{.n = 1, .c = 4, .h = 8, .w = 8, .k = 4, .r = 3, .s = 3, .pad_h = 1,
-                      .pad_w = 1, .has_bias = true};
+  return Conv2dParams{.n = 1, .c = 4, .h = 8, .w = 8, .k = 4, .r = 3, .s = 3, .pad_top = 1, .pad_bottom = 1,
+                      .pad_left = 1, .pad_right = 1, .has_bias = true};
 }
 
 // Records what the executor gives back: each job once, with its status.
@@ -143,6 +145,72 @@ TEST(CpuExecutorTest, ExecuteLaterRunsOnTheFallbackThread) {
   EXPECT_TRUE(job.status.ok());
   EXPECT_LT(job.Error(), 1e-5);
   EXPECT_TRUE(ran_on != std::this_thread::get_id());
+}
+
+// Jobs with residuals, gathered along N on one thread and run whole-pool in one-image slices:
+// each job's output is relu(conv + bias + its own residual), in FP32 and BF16.
+TEST(CpuExecutorTest, RunsEachJobWithItsOwnResidual) {
+  auto backend = Backend();
+  for (DataType type : {DataType::kFp32, DataType::kBf16}) {
+    for (bool one_thread : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << DataTypeName(type) << ", one_thread " << one_thread);
+      Completions done;
+      // 1.2 MFLOP per image: whole-pool jobs run one image per slice.
+      auto executor =
+          CpuExecutor::Create({.backend = backend.get(), .slice_flops = 1e6}, done.Hooks());
+      ASSERT_TRUE(executor.ok()) << executor.status();
+      const Conv2dParams base{.c = 16, .h = 16, .w = 16, .k = 16, .r = 3, .s = 3, .pad_top = 1,
+                              .pad_bottom = 1, .pad_left = 1, .pad_right = 1, .has_bias = true,
+                              .has_residual = true, .activation = Activation::kRelu,
+                              .dtype = type, .output_dtype = type};
+      const testing::TypedTensor weight =
+          testing::TypedTensor::Random(type, base.weight_elements(), 1);
+      const testing::TypedTensor bias = testing::TypedTensor::Random(type, base.k, 2);
+      struct Job {
+        testing::TypedTensor input, residual, output;
+        std::vector<float> expected;
+        absl::Status status = absl::UnknownError("not done");
+      };
+      std::vector<std::unique_ptr<Job>> jobs;
+      auto batch = std::make_unique<Batch>();
+      batch->one_thread = one_thread;
+      for (int i = 0; i < 3; ++i) {
+        Conv2dParams p = base;
+        p.n = i + 1;
+        auto job = std::make_unique<Job>();
+        job->input = testing::TypedTensor::Random(type, p.input_elements(), 10 + i);
+        job->residual = testing::TypedTensor::Random(type, p.output_elements(), 20 + i);
+        job->output = testing::TypedTensor::Filled(type, p.output_elements(), NAN);
+        job->expected.resize(p.output_elements());
+        Conv2dParams exact = p;
+        exact.output_dtype = DataType::kFp32;
+        Conv2dRef(exact, job->input.data(), weight.data(), bias.data(), job->expected.data(),
+                  job->residual.data());
+        auto made = std::make_unique<Conv2dJob>();
+        made->params = p;
+        made->input = job->input.data();
+        made->weight = weight.data();
+        made->bias = bias.data();
+        made->residual = job->residual.data();
+        made->output = job->output.data();
+        made->done = [j = job.get()](const absl::Status& s, const ExecTimestamps&) {
+          j->status = s;
+        };
+        batch->Add(std::move(made));
+        jobs.push_back(std::move(job));
+      }
+      ASSERT_EQ(batch->params.n, 6);
+      (*executor)->Execute(std::move(batch), 0.001);
+      // FP32: the oracle's bound; BF16 output: its unit roundoff on top.
+      const double tolerance = type == DataType::kFp32 ? 1e-5 : std::ldexp(1.0, -8) + 1e-5;
+      for (const auto& job : jobs) {
+        EXPECT_TRUE(job->status.ok()) << job->status;
+        const std::vector<float> got = job->output.ToFloats();
+        EXPECT_LT(testing::RelativeL2Error(got.data(), job->expected.data(), got.size()),
+                  tolerance);
+      }
+    }
+  }
 }
 
 TEST(CpuExecutorTest, CreateChecksItsOptions) {

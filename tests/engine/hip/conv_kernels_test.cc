@@ -9,22 +9,30 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iostream>
 #include <limits>
 #include <ostream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "engine/core/activation.h"
+#include "engine/core/data_type.h"
 #include "engine/cpu/conv2d_ref.h"
 #include "gtest/gtest.h"
 #include "tests/testing/gpu_test_env.h"
 #include "tests/testing/shape_table.h"
 
 #if defined(__HIP_PLATFORM_HIPEMU__)
+#include "engine/hip/device_dtype.h"
 #include "hip_emu_control.h"
 #endif
 
@@ -42,6 +50,23 @@ namespace fs = std::filesystem;
 using ::sparkle::testing::NamedShape;
 
 constexpr double kMaxRelativeError = 1e-5;
+// Relative L2 error bounds of an output rounded to BF16 / FP16 (inputs in the same datatype, the
+// oracle on the same rounded inputs; FP32 accumulation). An FP32 output of BF16/FP16 inputs is
+// held to kMaxRelativeError. Measured maxima on the test table: docs/gpu.md.
+constexpr double kMaxRelativeErrorBf16Output = 1e-3;
+constexpr double kMaxRelativeErrorFp16Output = 2e-4;
+
+double ToleranceFor(const Conv2dParams& p) {
+  switch (p.output_dtype) {
+    case DataType::kBf16:
+      return kMaxRelativeErrorBf16Output;
+    case DataType::kFp16:
+      return kMaxRelativeErrorFp16Output;
+    case DataType::kFp32:
+      break;
+  }
+  return kMaxRelativeError;
+}
 
 #define HIP_ASSERT_OK(expr)                                                   \
   do {                                                                        \
@@ -410,7 +435,7 @@ class ConvKernelsCacheTest : public ConvKernelsTest {
   static constexpr char kDevice[] = "test device";
   // Small, and supported by ten implementations (3x3s1 and general tiles).
   const Conv2dParams p_{.n = 1, .c = 16, .h = 12, .w = 12, .k = 16, .r = 3, .s = 3,
-                        .pad_h = 1, .pad_w = 1, .has_bias = true};
+                        .pad_top = 1, .pad_bottom = 1, .pad_left = 1, .pad_right = 1, .has_bias = true};
   fs::path dir_;
 };
 
@@ -510,6 +535,311 @@ TEST_F(ConvKernelsCacheTest, OneTuningPerNBucket) {
   EXPECT_EQ(kernels.Chosen(three), kernels.Chosen(four));
   EXPECT_EQ(kernels.tuning_cache().size(), 2u);
 }
+
+
+// ---- Asymmetric/SAME padding, the fused epilogue and the BF16/FP16 datatypes ----
+
+// `count` random values in [-1, 1) rounded to `type` (its bytes).
+std::vector<char> TypedRandom(DataType type, int64_t count, uint32_t seed) {
+  const std::vector<float> f = ::sparkle::testing::RandomFloats(count, seed);
+  std::vector<char> bytes(static_cast<size_t>(std::max<int64_t>(1, count * ElementSize(type))));
+  NarrowFromFloat(type, f.data(), bytes.data(), count);
+  return bytes;
+}
+
+// ONNX auto_pad SAME_UPPER (upper: the extra pad at the bottom/right) or SAME_LOWER, stride 2.
+void SameStride2(Conv2dParams* p, bool upper) {
+  p->stride_h = p->stride_w = 2;
+  auto pads = [&](int64_t in, int64_t k, int64_t dil, int64_t* lo, int64_t* hi) {
+    const int64_t out = (in + 1) / 2;
+    const int64_t total = std::max<int64_t>(0, (out - 1) * 2 + dil * (k - 1) + 1 - in);
+    *lo = upper ? total / 2 : total - total / 2;
+    *hi = total - *lo;
+  };
+  pads(p->h, p->r, p->dilation_h, &p->pad_top, &p->pad_bottom);
+  pads(p->w, p->s, p->dilation_w, &p->pad_left, &p->pad_right);
+}
+
+// One axis of the cross product applied to a shape.
+struct Variant {
+  std::string name;
+  std::function<void(Conv2dParams*)> apply;
+};
+
+void SetActivation(Conv2dParams* p, Activation a) {
+  p->activation = a;
+  if (a == Activation::kClip) p->clip_min = -0.25f, p->clip_max = 0.5f;
+}
+
+std::vector<Variant> AxisVariants() {
+  std::vector<Variant> v = {
+      {"pad_top", [](Conv2dParams* p) { p->pad_top += 1; }},
+      {"pad_bottom", [](Conv2dParams* p) { p->pad_bottom += 2; }},
+      {"pad_left", [](Conv2dParams* p) { p->pad_left += 1; }},
+      {"pad_right", [](Conv2dParams* p) { p->pad_right += 2; }},
+      {"same_upper_s2", [](Conv2dParams* p) { SameStride2(p, true); }},
+      {"same_lower_s2", [](Conv2dParams* p) { SameStride2(p, false); }},
+      {"residual", [](Conv2dParams* p) { p->has_residual = true; }},
+  };
+  for (Activation a : {Activation::kRelu, Activation::kRelu6, Activation::kClip,
+                       Activation::kSigmoid, Activation::kTanh, Activation::kSilu,
+                       Activation::kGeluTanh}) {
+    v.push_back({ActivationName(a), [a](Conv2dParams* p) { SetActivation(p, a); }});
+  }
+  for (DataType t : {DataType::kBf16, DataType::kFp16}) {
+    const std::string name = DataTypeName(t);
+    v.push_back({name, [t](Conv2dParams* p) { p->dtype = p->output_dtype = t; }});
+    v.push_back({name + "_out_fp32", [t](Conv2dParams* p) {
+                   p->dtype = t;
+                   p->output_dtype = DataType::kFp32;
+                 }});
+  }
+  return v;
+}
+
+// The cross products, on a subset of shapes: asymmetric padding + residual + activation + a
+// datatype together.
+std::vector<Variant> CrossVariants() {
+  return {
+      {"bf16_res_gelu_pad_tl", [](Conv2dParams* p) {
+         p->dtype = p->output_dtype = DataType::kBf16;
+         p->has_residual = true;
+         SetActivation(p, Activation::kGeluTanh);
+         p->pad_top += 1, p->pad_left += 1;
+       }},
+      {"fp16_out_fp32_res_relu6_same_lower", [](Conv2dParams* p) {
+         p->dtype = DataType::kFp16;
+         p->output_dtype = DataType::kFp32;
+         p->has_residual = true;
+         SetActivation(p, Activation::kRelu6);
+         SameStride2(p, false);
+       }},
+      {"fp16_clip_pad_br", [](Conv2dParams* p) {
+         p->dtype = p->output_dtype = DataType::kFp16;
+         SetActivation(p, Activation::kClip);
+         p->pad_bottom += 1, p->pad_right += 2;
+       }},
+      {"fp32_res_silu_same_upper", [](Conv2dParams* p) {
+         p->has_residual = true;
+         SetActivation(p, Activation::kSilu);
+         SameStride2(p, true);
+       }},
+      {"bf16_out_fp32_res_relu", [](Conv2dParams* p) {
+         p->dtype = DataType::kBf16;
+         p->output_dtype = DataType::kFp32;
+         p->has_residual = true;
+         SetActivation(p, Activation::kRelu);
+       }},
+  };
+}
+
+class ConvKernelsTypedTest : public ConvKernelsTest {
+ protected:
+  // Runs p through LaunchTyped with implementation `name` forced (device tensors in p's
+  // datatypes, scratch of ScratchBytes) and returns the relative L2 error against Conv2dRef on
+  // the same rounded inputs, compared in FP32 (infinity on any failure, with a test failure).
+  double RunTyped(ConvKernels& kernels, const Conv2dParams& p, const std::string& name) {
+    const std::vector<char> input = TypedRandom(p.dtype, p.input_elements(), 11);
+    const std::vector<char> weight = TypedRandom(p.dtype, p.weight_elements(), 12);
+    const std::vector<char> bias = TypedRandom(p.dtype, p.bias_elements(), 13);
+    const std::vector<char> residual = TypedRandom(p.dtype, p.residual_elements(), 14);
+    const int64_t out_count = p.output_elements();
+    std::vector<char> expected(static_cast<size_t>(out_count * ElementSize(p.output_dtype)));
+    std::vector<char> actual(expected.size());
+    Conv2dRef(p, input.data(), weight.data(), p.has_bias ? bias.data() : nullptr,
+              expected.data(), p.has_residual ? residual.data() : nullptr);
+    void* d[6] = {};
+    const size_t sizes[6] = {input.size(), weight.size(), bias.size(), residual.size(),
+                             actual.size(),
+                             static_cast<size_t>(std::max<int64_t>(
+                                 1, ConvKernels::ScratchBytes(p, /*weights_fp32=*/false)))};
+    double error = std::numeric_limits<double>::infinity();
+    bool ok = kernels.ForceImplementation(name);
+    for (int i = 0; i < 6 && ok; ++i) ok = hipMalloc(&d[i], sizes[i]) == hipSuccess;
+    for (int i = 0; i < 4 && ok; ++i) {
+      const std::vector<char>* src[4] = {&input, &weight, &bias, &residual};
+      ok = hipMemcpy(d[i], src[i]->data(), sizes[i], hipMemcpyHostToDevice) == hipSuccess;
+    }
+    // NaN-filled output (all bits set is NaN in every datatype): a skipped element cannot pass.
+    ok = ok && hipMemset(d[4], 0xff, sizes[4]) == hipSuccess;
+    DevTensors t;
+    t.input = d[0];
+    t.weight = d[1];
+    t.bias = p.has_bias ? d[2] : nullptr;
+    t.residual = p.has_residual ? d[3] : nullptr;
+    t.output = d[4];
+    t.scratch = d[5];
+    hipError_t e = ok ? kernels.LaunchTyped(p, t, stream_) : hipErrorInvalidValue;
+    if (e == hipSuccess) e = hipStreamSynchronize(stream_);
+    if (e == hipSuccess) {
+      e = hipMemcpy(actual.data(), d[4], actual.size(), hipMemcpyDeviceToHost);
+    }
+    EXPECT_TRUE(ok && e == hipSuccess) << name << " " << p.ToString() << ": "
+                                       << hipGetErrorName(e);
+    if (ok && e == hipSuccess) {
+      std::vector<float> a(static_cast<size_t>(out_count)), x(static_cast<size_t>(out_count));
+      WidenToFloat(p.output_dtype, actual.data(), a.data(), out_count);
+      WidenToFloat(p.output_dtype, expected.data(), x.data(), out_count);
+      error = ::sparkle::testing::RelativeL2Error(a.data(), x.data(), out_count);
+    }
+    for (void* b : d) {
+      if (b != nullptr) (void)hipFree(b);
+    }
+    return error;
+  }
+
+  // Every shape of `shapes` with `variant` applied (shapes it makes invalid are skipped),
+  // through `per_shape` of the supporting implementations: all of them (per_shape <= 0) or that
+  // many, rotating through the list so that every implementation meets several shapes.
+  // Returns the largest error; *runs counts the launches, *impls the implementations used.
+  double RunVariant(const Variant& variant, const std::vector<NamedShape>& shapes, int per_shape,
+                    int* runs, std::set<std::string>* impls) {
+    ConvKernels kernels(0, "test-device", "");
+    const std::vector<std::string> names = kernels.ImplementationNames();
+    double worst = 0;
+    size_t rotation = 0;
+    for (const NamedShape& shape : shapes) {
+      Conv2dParams p = shape.params;
+      variant.apply(&p);
+      if (!p.Validate().ok()) continue;
+      EXPECT_EQ(kernels.Supports(p), "") << shape.name << " " << p.ToString();
+      std::vector<std::string> supporting;
+      for (const std::string& name : names) {
+        if (kernels.ImplementationSupports(name, p).empty()) supporting.push_back(name);
+      }
+      if (supporting.empty()) continue;
+      const size_t take = per_shape <= 0 ? supporting.size()
+                                         : std::min(supporting.size(), size_t(per_shape));
+      for (size_t i = 0; i < take; ++i) {
+        const std::string& name = supporting[(rotation + i) % supporting.size()];
+        const double error = RunTyped(kernels, p, name);
+        EXPECT_LT(error, ToleranceFor(p)) << variant.name << " " << shape.name << " "
+                                          << p.ToString() << " " << name;
+        worst = std::max(worst, error);
+        ++*runs;
+        impls->insert(name);
+      }
+      rotation += 1;
+    }
+    return worst;
+  }
+};
+
+class ConvKernelsAxisTest : public ConvKernelsTypedTest,
+                            public ::testing::WithParamInterface<Variant> {};
+
+// Each axis alone on the whole (emulator-reduced) table, both layouts: one implementation per
+// shape, rotating, so that every implementation supporting the variant is exercised.
+TEST_P(ConvKernelsAxisTest, TheWholeTableMatchesTheReference) {
+  int runs = 0;
+  std::set<std::string> impls;
+  const double worst = RunVariant(GetParam(), GpuShapeTable(), /*per_shape=*/1, &runs, &impls);
+  std::cout << "[ axis " << GetParam().name << " ] " << runs << " runs, " << impls.size()
+            << " implementations, max relative L2 error " << worst << std::endl;
+  EXPECT_GE(runs, 30);
+  EXPECT_GE(impls.size(), 8u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Axes, ConvKernelsAxisTest, ::testing::ValuesIn(AxisVariants()),
+                         [](const ::testing::TestParamInfo<Variant>& info) {
+                           return info.param.name;
+                         });
+
+// The cross products, every supporting implementation forced, on a representative subset:
+// 3x3, pointwise, depthwise, grouped NHWC, strided odd sizes, dilated, a small-output layer
+// (split-K candidates).
+TEST_F(ConvKernelsTypedTest, CrossProductsOnASubsetMatchTheReference) {
+  const std::vector<std::string> names = {"small_3x3",        "pointwise_b3_9x8_bias",
+                                          "depthwise_s2_bias", "grouped_g4_bias_nhwc",
+                                          "odd_sizes_s2_bias", "dilated_d3_bias_nhwc",
+                                          "resnet_3x3_7"};
+  std::vector<NamedShape> subset;
+  for (const NamedShape& shape : GpuShapeTable()) {
+    for (const std::string& name : names) {
+      if (shape.name.rfind(name, 0) == 0 &&
+          (shape.name.size() == name.size() || shape.name.substr(name.size()) == "_emu_reduced")) {
+        subset.push_back(shape);
+      }
+    }
+  }
+  ASSERT_EQ(subset.size(), names.size());
+  for (const Variant& variant : CrossVariants()) {
+    int runs = 0;
+    std::set<std::string> impls;
+    const double worst = RunVariant(variant, subset, /*per_shape=*/0, &runs, &impls);
+    std::cout << "[ cross " << variant.name << " ] " << runs << " runs, " << impls.size()
+              << " implementations, max relative L2 error " << worst << std::endl;
+    EXPECT_GE(runs, 20) << variant.name;
+  }
+}
+
+// Split-K refuses an activation (it needs the whole sum) but keeps residual; cuDNN (NVIDIA
+// builds) refuses asymmetric padding, the epilogue and BF16/FP16; nothing else is refused.
+TEST_F(ConvKernelsTest, SupportsNamesTheEpilogueAndDatatypeLimits) {
+  ConvKernels kernels(0, "test-device", "");
+  Conv2dParams small{.n = 1, .c = 512, .h = 7, .w = 7, .k = 512, .r = 3, .s = 3, .pad_top = 1,
+                     .pad_bottom = 1, .pad_left = 1, .pad_right = 1};
+  ASSERT_EQ(kernels.ImplementationSupports("igemm_3x3s1_splitk_32x32x8_t2x4", small), "");
+  Conv2dParams act = small;
+  act.activation = Activation::kRelu;
+  EXPECT_NE(kernels.ImplementationSupports("igemm_3x3s1_splitk_32x32x8_t2x4", act)
+                .find("split-K"),
+            std::string::npos);
+  EXPECT_EQ(kernels.ImplementationSupports("igemm_3x3s1_32x32x8_t2x4", act), "");
+  Conv2dParams res = small;
+  res.has_residual = true;
+  res.dtype = res.output_dtype = DataType::kBf16;
+  EXPECT_EQ(kernels.ImplementationSupports("igemm_3x3s1_splitk_32x32x8_t2x4", res), "");
+  Conv2dParams asym = small;
+  asym.pad_bottom = 0;
+  asym.dtype = DataType::kFp16;
+  for (const std::string& name : kernels.ImplementationNames()) {
+    if (name.rfind("cudnn", 0) == 0) {
+      EXPECT_NE(kernels.ImplementationSupports(name, asym).find("asymmetric"), std::string::npos);
+      EXPECT_NE(kernels.ImplementationSupports(name, act).find("epilogue"), std::string::npos);
+      Conv2dParams half = small;
+      half.dtype = half.output_dtype = DataType::kFp16;
+      EXPECT_NE(kernels.ImplementationSupports(name, half).find("FP32"), std::string::npos);
+    }
+  }
+  EXPECT_EQ(kernels.Supports(asym), "");
+  EXPECT_EQ(kernels.Supports(act), "");
+  EXPECT_EQ(kernels.Supports(res), "");
+  // Scratch: none for FP32; FP32 copies of input, residual, output and weights otherwise.
+  EXPECT_EQ(ConvKernels::ScratchBytes(small, false), 0);
+  EXPECT_EQ(ConvKernels::ScratchBytes(res, /*weights_fp32=*/true),
+            3 * 512 * 7 * 7 * 4);  // input, residual, output; each a multiple of 256 bytes
+  EXPECT_GT(ConvKernels::ScratchBytes(res, false),
+            ConvKernels::ScratchBytes(res, true) + res.weight_elements() * 4 - 1);
+}
+
+#if defined(__HIP_PLATFORM_HIPEMU__)
+// The device conversions agree with the host ones (data_type.h) bit for bit, on every BF16 and
+// FP16 value and on floats around every rounding boundary. (Emulator build: the host compiler
+// runs the __host__ __device__ functions.)
+TEST(DeviceDtypeTest, ConversionsMatchTheHostOnes) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const uint16_t bits = static_cast<uint16_t>(h);
+    const float b = DeviceBf16ToFloat(bits), f = DeviceFp16ToFloat(bits);
+    const float hb = Bf16ToFloat(bits), hf = Fp16ToFloat(bits);
+    ASSERT_TRUE(std::memcmp(&b, &hb, 4) == 0 || (std::isnan(b) && std::isnan(hb))) << h;
+    ASSERT_TRUE(std::memcmp(&f, &hf, 4) == 0 || (std::isnan(f) && std::isnan(hf))) << h;
+  }
+  uint32_t state = 12345;
+  for (int i = 0; i < 2000000; ++i) {
+    state = state * 1664525u + 1013904223u;
+    // Mostly values near FP16's range and its rounding ties (low mantissa bits 0x1000 / 0x8000).
+    uint32_t x = state;
+    if (i % 3 == 0) x = (x & 0x80000000u) | (0x30000000u + (x & 0x1fffffffu) % 0x18000000u);
+    if (i % 5 == 0) x = (x & ~0x1fffu) | 0x1000u;
+    if (i % 7 == 0) x = (x & ~0xffffu) | 0x8000u;
+    float v;
+    std::memcpy(&v, &x, 4);
+    ASSERT_EQ(DeviceFloatToBf16(v), FloatToBf16(v)) << std::hex << x;
+    ASSERT_EQ(DeviceFloatToFp16(v), FloatToFp16(v)) << std::hex << x;
+  }
+}
+#endif
 
 }  // namespace
 }  // namespace sparkle::hip

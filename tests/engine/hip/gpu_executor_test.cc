@@ -97,7 +97,7 @@ Conv2dParams SmallConv(Layout layout = Layout::kNCHW, bool bias = true) {
   p.h = p.w = 8;
   p.k = 4;
   p.r = p.s = 3;
-  p.pad_h = p.pad_w = 1;
+  p.SetPad(1, 1);
   p.has_bias = bias;
   p.layout = layout;
   return p;
@@ -574,6 +574,153 @@ TEST_F(GpuExecutorTest, WorkLargerThanASlotIsSplitAlongN) {
   }
   EXPECT_EQ(ex->Stats().weight_uploads, 2);  // each resident key once, by its first piece
   EXPECT_EQ(ex->Stats().busy_slots, 0);
+}
+
+// A batch in the job's datatypes with a residual per part (bytes of p.dtype; outputs of
+// p.output_dtype), and its check against Conv2dRef on the same rounded values.
+struct TypedBatch {
+  Conv2dParams params;
+  std::vector<int64_t> part_n;
+  std::vector<std::vector<char>> inputs, residuals, outputs;
+  std::vector<char> weight, bias;
+
+  static std::vector<char> Random(DataType t, int64_t count, uint32_t seed) {
+    const std::vector<float> f = RandomFloats(count, seed);
+    std::vector<char> bytes(static_cast<size_t>(std::max<int64_t>(1, count * ElementSize(t))));
+    NarrowFromFloat(t, f.data(), bytes.data(), count);
+    return bytes;
+  }
+
+  TypedBatch(Conv2dParams p, std::vector<int64_t> parts, uint32_t seed) : params(p), part_n(parts) {
+    params.n = 0;
+    for (int64_t n : part_n) params.n += n;
+    Conv2dParams one = params;
+    one.n = 1;
+    for (size_t i = 0; i < part_n.size(); ++i) {
+      inputs.push_back(Random(p.dtype, part_n[i] * one.input_elements(), seed + 17 * i));
+      residuals.push_back(Random(p.dtype, part_n[i] * one.residual_elements(), seed + 31 * i));
+      outputs.emplace_back(static_cast<size_t>(part_n[i] * one.output_image_bytes()), '\x55');
+    }
+    weight = Random(p.dtype, params.weight_elements(), seed + 1000);
+    bias = Random(p.dtype, params.bias_elements(), seed + 2000);
+  }
+
+  GpuWork Work(uint64_t key) {
+    GpuWork w;
+    w.params = params;
+    for (size_t i = 0; i < part_n.size(); ++i) {
+      w.parts.push_back(GpuPart{inputs[i].data(), outputs[i].data(), part_n[i],
+                                params.has_residual ? residuals[i].data() : nullptr});
+    }
+    w.weight = weight.data();
+    w.bias = params.has_bias ? bias.data() : nullptr;
+    if (key != 0) w.weight_id = WeightId::Content(0, key);
+    return w;
+  }
+
+  double MaxError() const {
+    double worst = 0;
+    for (size_t i = 0; i < part_n.size(); ++i) {
+      Conv2dParams p = params;
+      p.n = part_n[i];
+      const int64_t count = p.output_elements();
+      std::vector<char> expected(outputs[i].size());
+      Conv2dRef(p, inputs[i].data(), weight.data(), p.has_bias ? bias.data() : nullptr,
+                expected.data(), p.has_residual ? residuals[i].data() : nullptr);
+      std::vector<float> a(static_cast<size_t>(count)), x(static_cast<size_t>(count));
+      WidenToFloat(p.output_dtype, outputs[i].data(), a.data(), count);
+      WidenToFloat(p.output_dtype, expected.data(), x.data(), count);
+      worst = std::max(worst, RelativeL2Error(a.data(), x.data(), count));
+    }
+    return worst;
+  }
+};
+
+// Residual + activation + BF16/FP16 (and asymmetric padding) through the whole pipeline, in a
+// batch larger than a slot: the pieces cut through parts, so the residual regions are sliced
+// like the inputs; weights in the slot and resident (widened once at upload).
+TEST_F(GpuExecutorTest, EpilogueAndDatatypesSplitAlongNMatchReference) {
+  GpuOptions o = SmallOptions();
+  o.slot_bytes = 1 * kMiB;
+  std::unique_ptr<GpuExecutor> ex = Open(o);
+  ASSERT_NE(ex, nullptr);
+  Conv2dParams base = SmallConv();
+  base.c = 16;
+  base.h = base.w = 64;  // 256 KiB (FP32) or 128 KiB + 256 KiB of FP32 scratch per image
+  base.stride_h = base.stride_w = 4;
+  base.k = 2;
+  base.has_residual = true;
+  struct Case {
+    DataType dtype, out;
+    Activation act;
+    Layout layout;
+    bool asym;
+    double tolerance;
+  };
+  const Case cases[] = {
+      {DataType::kFp32, DataType::kFp32, Activation::kRelu, Layout::kNCHW, false, 1e-5},
+      {DataType::kBf16, DataType::kBf16, Activation::kRelu, Layout::kNHWC, false, 1e-3},
+      {DataType::kFp16, DataType::kFp32, Activation::kGeluTanh, Layout::kNCHW, true, 1e-5},
+      {DataType::kFp16, DataType::kFp16, Activation::kSilu, Layout::kNHWC, true, 2e-4},
+  };
+  int id = 0;
+  int64_t uploads = 0;
+  for (const Case& c : cases) {
+    for (bool resident : {false, true}) {
+      Conv2dParams p = base;
+      p.dtype = c.dtype;
+      p.output_dtype = c.out;
+      p.activation = c.act;
+      p.layout = c.layout;
+      if (c.asym) p.pad_top = 0, p.pad_right = 2;
+      ASSERT_TRUE(p.Validate().ok()) << p.Validate();
+      TypedBatch b(p, {2, 5, 1, 3}, 70 + id);
+      const uint64_t key = resident ? 101 + id : 0;
+      ++id;
+      uploads += resident ? 1 : 0;
+      const GpuExecutorStats before = ex->Stats();
+      absl::Status result = absl::UnknownError("done not called");
+      ASSERT_TRUE(ex->Submit(b.Work(key), [&](const absl::Status& st, const GpuTimings&) {
+                      result = st;
+                    }).ok());
+      ex->Flush();
+      ASSERT_TRUE(result.ok()) << result;
+      EXPECT_LT(b.MaxError(), c.tolerance) << p.ToString() << " key " << key;
+      EXPECT_GE(ex->Stats().pieces - before.pieces, c.dtype == DataType::kFp32 ? 4 : 6)
+          << p.ToString();
+    }
+  }
+  EXPECT_EQ(ex->Stats().weight_uploads, uploads);
+}
+
+// A BF16 image whose FP32 scratch does not fit a slot is refused with the sizes, scratch included.
+TEST_F(GpuExecutorTest, Bf16ScratchCountsInTheSlot) {
+  GpuOptions o = SmallOptions();
+  o.slot_bytes = 1 * kMiB;
+  std::unique_ptr<GpuExecutor> ex = Open(o);
+  ASSERT_NE(ex, nullptr);
+  Conv2dParams p = SmallConv();
+  p.c = 64;
+  p.h = p.w = 64;  // 512 KiB of BF16 input per image: fits alone, not with its 1 MiB scratch
+  p.stride_h = p.stride_w = 8;
+  p.k = 1;
+  p.dtype = p.output_dtype = DataType::kBf16;
+  TypedBatch b(p, {1}, 5);
+  GpuWork w = b.Work(0);
+  const absl::Status st = ex->Submit(std::move(w), [](const absl::Status&, const GpuTimings&) {});
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  EXPECT_THAT(st.message(), HasSubstr("FP32 scratch"));
+  // Without the scratch the same bytes fit: FP32 with half the channels (512 KiB of input).
+  p.dtype = p.output_dtype = DataType::kFp32;
+  p.c = 32;
+  TypedBatch f(p, {1}, 6);
+  absl::Status result = absl::UnknownError("done not called");
+  ASSERT_TRUE(ex->Submit(f.Work(0), [&](const absl::Status& s, const GpuTimings&) {
+                  result = s;
+                }).ok());
+  ex->Flush();
+  EXPECT_TRUE(result.ok()) << result;
+  EXPECT_LT(f.MaxError(), 1e-5);
 }
 
 // WeightsResident answers from the executor's own map: after acceptance, until eviction.

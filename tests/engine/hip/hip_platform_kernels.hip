@@ -24,7 +24,7 @@ __global__ void OutputHeights(Conv2dParams p, int n, int64_t* out) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const int64_t h = i + 1;
-  out[i] = (h + 2 * p.pad_h - p.dilation_h * (p.r - 1) - 1) / p.stride_h + 1;
+  out[i] = (h + p.pad_top + p.pad_bottom - p.dilation_h * (p.r - 1) - 1) / p.stride_h + 1;
 }
 
 }  // namespace

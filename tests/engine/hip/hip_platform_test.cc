@@ -23,7 +23,7 @@ TEST(HipPlatformTest, KernelSeesConv2dParams) {
   Conv2dParams p;
   p.r = 3;
   p.stride_h = 2;
-  p.pad_h = 1;
+  p.SetPad(1, 0);
   p.dilation_h = 2;
   const int n = 300;  // input heights 1..300; those Validate() rejects are not compared
   absl::StatusOr<std::vector<int64_t>> got = OutputHeightsOnDevice(p, n);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -16,6 +17,12 @@
 
 namespace sparkle {
 namespace {
+
+// The first n FP32 values of registered bytes.
+std::vector<float> Floats(const void* data, size_t n) {
+  const auto* values = static_cast<const float*>(data);
+  return std::vector<float>(values, values + n);
+}
 
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -99,7 +106,7 @@ TEST(WeightRegistryTest, IdCoversShapeBiasAndBytes) {
   EXPECT_EQ(ids.size(), 5u);
   EXPECT_EQ(keys.size(), 5u);
   EXPECT_TRUE(with_bias->weight->has_bias());
-  EXPECT_EQ(with_bias->weight->bias()[1], 2.f);
+  EXPECT_EQ(Floats(with_bias->weight->bias(), 2)[1], 2.f);
   EXPECT_EQ(base->weight->bias(), nullptr);
 }
 
@@ -120,7 +127,7 @@ TEST(WeightRegistryTest, ChunkedUploadMatchesOneShotAndIsAligned) {
   ASSERT_TRUE(chunked.ok()) << chunked.status();
   EXPECT_EQ((*whole).weight->id(), (*chunked).weight->id());
   EXPECT_EQ(reinterpret_cast<uintptr_t>(chunked->weight->weight()) % 64, 0u);
-  EXPECT_EQ(std::vector<float>(chunked->weight->weight(), chunked->weight->weight() + w.size()), w);
+  EXPECT_EQ(Floats(chunked->weight->weight(), w.size()), w);
 }
 
 TEST(WeightRegistryTest, BadHeadersAreInvalidArgument) {
@@ -134,9 +141,9 @@ TEST(WeightRegistryTest, BadHeadersAreInvalidArgument) {
   expect_invalid(Header({2, 0, 3, 3}), "outside [1, 2^31 - 1]");
   expect_invalid(Header({2, -1, 3, 3}), "outside [1, 2^31 - 1]");
   expect_invalid(Header({2, 3, 3, 3}, {1.f}), "bias has 1 values");
-  WeightHeader fp16 = Header({1, 1, 1, 1});
-  fp16.datatype = "FP16";
-  expect_invalid(fp16, "FP32");
+  WeightHeader int8 = Header({1, 1, 1, 1});
+  int8.datatype = "INT8";
+  expect_invalid(int8, "FP32, BF16 or FP16");
   expect_invalid(Header({1, 1, 1, 1}, {}, std::string(2000, 'x')), "label");
   EXPECT_EQ(registry->snapshot().bytes, 0);
 }
@@ -273,7 +280,7 @@ TEST(WeightRegistryTest, UnregisterIsDeferredWhileJobsHoldTheWeights) {
   EXPECT_EQ(registry->Acquire(id).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(registry->Unregister(id).code(), absl::StatusCode::kNotFound);
   // The job in flight still reads its weights; their bytes stay charged until it ends.
-  EXPECT_EQ((*job_a)->weight()[3], 0.5f + 0.75f);
+  EXPECT_EQ(Floats((*job_a)->weight(), 4)[3], 0.5f + 0.75f);
   EXPECT_EQ(registry->snapshot().bytes, 16);
   job_a = absl::CancelledError("done");
   EXPECT_EQ(registry->snapshot().bytes, 0);
@@ -325,14 +332,65 @@ TEST_F(WeightRegistryDirTest, RegistrationsSurviveARestart) {
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ((*a)->label(), "layer\n\"a\"");
   EXPECT_EQ((*a)->shape(), (std::array<int64_t, 4>{3, 2, 3, 3}));
-  EXPECT_EQ(std::vector<float>((*a)->bias(), (*a)->bias() + 3), (std::vector<float>{1, 2, 3}));
-  EXPECT_EQ(std::vector<float>((*a)->weight(), (*a)->weight() + 54), Ramp(54));
+  EXPECT_EQ(Floats((*a)->bias(), 3), (std::vector<float>{1, 2, 3}));
+  EXPECT_EQ(Floats((*a)->weight(), 54), Ramp(54));
   EXPECT_LT(absl::AbsDuration((*a)->registered_at() - time_a), absl::Milliseconds(1));
   EXPECT_TRUE(registry->Acquire(id_b).ok());
   // Registering again after the restart is idempotent.
   auto again = registry->Register(Header({1, 1, 1, 1}), Ramp(1));
   ASSERT_TRUE(again.ok());
   EXPECT_TRUE(again->already_registered);
+}
+
+// BF16 registrations hold 2-byte elements (the bias rounded to BF16), have ids of their own
+// (the same bits as FP32 would be other weights), survive a restart with their datatype, and
+// bind only to jobs of their datatype.
+TEST_F(WeightRegistryDirTest, Bf16WeightsKeepTheirDatatype) {
+  std::vector<uint16_t> bits(18);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = FloatToBf16(0.25f * static_cast<float>(i));
+  const absl::string_view bytes(reinterpret_cast<const char*>(bits.data()), bits.size() * 2);
+  std::string id;
+  {
+    auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+    WeightHeader h = Header({2, 1, 3, 3}, {1.0f, 1.00390625f});  // the second rounds to 1.0
+    h.datatype = "BF16";
+    auto upload = registry->BeginUpload(h);
+    ASSERT_TRUE(upload.ok()) << upload.status();
+    EXPECT_EQ((*upload)->total_bytes(), 36);
+    ASSERT_TRUE((*upload)->Append(bytes).ok());
+    auto registered = registry->Finish(*std::move(upload));
+    ASSERT_TRUE(registered.ok()) << registered.status();
+    id = registered->weight->id();
+    EXPECT_EQ(registered->weight->dtype(), DataType::kBf16);
+    EXPECT_EQ(registry->snapshot().bytes, 36 + 4);
+    // The same bytes declared FP16 are other weights.
+    h.datatype = "FP16";
+    auto fp16 = registry->BeginUpload(h);
+    ASSERT_TRUE(fp16.ok());
+    ASSERT_TRUE((*fp16)->Append(bytes).ok());
+    auto other = registry->Finish(*std::move(fp16));
+    ASSERT_TRUE(other.ok());
+    EXPECT_NE(other->weight->id(), id);
+  }
+  auto registry = MakeRegistry(int64_t{1} << 30, dir_);
+  auto w = registry->Acquire(id);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ((*w)->dtype(), DataType::kBf16);
+  const auto* bias = static_cast<const uint16_t*>((*w)->bias());
+  EXPECT_EQ(Bf16ToFloat(bias[0]), 1.0f);
+  EXPECT_EQ(Bf16ToFloat(bias[1]), 1.0f);
+  EXPECT_EQ(std::memcmp((*w)->weight(), bits.data(), 36), 0);
+
+  Conv2dJob job;
+  job.params.c = 1, job.params.h = job.params.w = 3, job.params.k = 2;
+  job.params.r = job.params.s = 3, job.params.has_bias = true;
+  job.registered_weight = *w;
+  const absl::Status fp32 = BindRegisteredWeight(&job);
+  EXPECT_EQ(fp32.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(fp32.message(), HasSubstr("are BF16; the request's tensors are FP32"));
+  job.params.dtype = DataType::kBf16;
+  EXPECT_TRUE(BindRegisteredWeight(&job).ok());
+  EXPECT_EQ(job.weight, (*w)->weight());
 }
 
 TEST_F(WeightRegistryDirTest, CorruptFilesAreSkipped) {
