@@ -43,8 +43,8 @@ absl::Status AdmissionControl::CheckCost(const Conv2dParams& p) const {
   const Options& o = options_;
   if (p.total_bytes() > o.max_job_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "job needs ", p.total_bytes(), " bytes (input + weight + bias + output, FP32), above "
-        "the ", o.max_job_bytes, "-byte limit max_job_bytes"));
+        "job needs ", p.total_bytes(), " bytes (input, weight, bias, residual and output, in "
+        "their datatypes), above the ", o.max_job_bytes, "-byte limit max_job_bytes"));
   }
   if (p.flops() > o.max_job_gflop * 1e9) {
     return absl::ResourceExhaustedError(absl::StrCat("job needs ", p.flops() * 1e-9,
