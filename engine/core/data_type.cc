@@ -37,6 +37,7 @@ float Fp16ToFloat(uint16_t bits) { return fp16_ieee_to_fp32_value(bits); }
 uint16_t FloatToFp16(float value) { return fp16_ieee_from_fp32_value(value); }
 
 void WidenToFloat(DataType type, const void* src, float* dst, int64_t count) {
+  if (count <= 0) return;  // the pointers of an empty tensor may be null (memcpy forbids it)
   const auto* half = static_cast<const uint16_t*>(src);
   switch (type) {
     case DataType::kFp32:
@@ -52,6 +53,7 @@ void WidenToFloat(DataType type, const void* src, float* dst, int64_t count) {
 }
 
 void NarrowFromFloat(DataType type, const float* src, void* dst, int64_t count) {
+  if (count <= 0) return;  // as above
   auto* half = static_cast<uint16_t*>(dst);
   switch (type) {
     case DataType::kFp32:

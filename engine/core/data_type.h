@@ -35,7 +35,7 @@ float Fp16ToFloat(uint16_t bits);
 uint16_t FloatToFp16(float value);
 
 // `count` elements of `type` at `src` → floats, and floats → `type` (rounded to nearest even).
-// FP32 is a copy.
+// FP32 is a copy. count 0 does nothing (the pointers may then be null).
 void WidenToFloat(DataType type, const void* src, float* dst, int64_t count);
 void NarrowFromFloat(DataType type, const float* src, void* dst, int64_t count);
 

@@ -8,7 +8,6 @@ namespace {
 
 // count elements of p.dtype → double (exact).
 std::vector<double> Widen(DataType type, const void* data, int64_t count) {
-  if (count == 0) return {};
   std::vector<float> widened(count);
   WidenToFloat(type, data, widened.data(), count);
   return std::vector<double>(widened.begin(), widened.end());
