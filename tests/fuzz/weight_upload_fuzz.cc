@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "engine/core/data_type.h"
 #include "engine/registry/weight_file.h"
 #include "engine/registry/weight_registry.h"
 #include "server/weights_header.h"
@@ -57,20 +58,31 @@ bool IsContentId(const std::string& id) {
 void CheckRegistration(WeightRegistry& registry, const RegisteredWeight& w,
                        const WeightHeader& header, const std::string& sent) {
   FUZZ_CHECK(IsContentId(w.id()), w.id());
-  FUZZ_CHECK(static_cast<size_t>(w.weight_elements()) * 4 == sent.size(), "weight size");
+  FUZZ_CHECK(DataTypeName(w.dtype()) == header.datatype, "datatype");
+  const int64_t element = ElementSize(w.dtype());
+  FUZZ_CHECK(static_cast<size_t>(w.weight_elements() * element) == sent.size(), "weight size");
   FUZZ_CHECK(std::memcmp(w.weight(), sent.data(), sent.size()) == 0, "weight bytes differ");
   FUZZ_CHECK(w.has_bias() == !header.bias.empty(), "has_bias");
   if (w.has_bias()) {
-    FUZZ_CHECK(std::memcmp(w.bias(), header.bias.data(), header.bias.size() * 4) == 0, "bias");
+    // The bias is kept in the datatype: the header's values rounded to it.
+    std::vector<char> rounded(header.bias.size() * static_cast<size_t>(element));
+    NarrowFromFloat(w.dtype(), header.bias.data(), rounded.data(),
+                    static_cast<int64_t>(header.bias.size()));
+    FUZZ_CHECK(std::memcmp(w.bias(), rounded.data(), rounded.size()) == 0, "bias");
   }
   FUZZ_CHECK(w.label() == header.label, "label");
 
   // The same bytes again: the same id, nothing new.
-  std::vector<float> values(sent.size() / 4);
-  if (!sent.empty()) std::memcpy(values.data(), sent.data(), sent.size());
   // (The upload reserves its bytes before the id is known, so a duplicate needs room for a
   // second copy for a moment: RESOURCE_EXHAUSTED is right when there is none.)
-  absl::StatusOr<WeightRegistry::Registered> again = registry.Register(header, values);
+  using Registered = absl::StatusOr<WeightRegistry::Registered>;
+  const Registered again = [&]() -> Registered {
+    absl::StatusOr<std::unique_ptr<WeightUpload>> upload = registry.BeginUpload(header);
+    if (!upload.ok()) return upload.status();
+    absl::Status appended = (*upload)->Append(sent);
+    if (!appended.ok()) return appended;
+    return registry.Finish(*std::move(upload));
+  }();
   if (absl::IsResourceExhausted(again.status())) {
     FUZZ_CHECK(2 * w.plain_bytes() > kBudgetBytes, again.status().ToString());
   } else {
