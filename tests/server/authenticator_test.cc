@@ -54,8 +54,9 @@ TEST(AuthenticatorTest, MissingMalformedOrUnknownIsUnauthenticated) {
 
 // A wrong token that shares a long prefix with a real one takes as long as one that shares
 // nothing: the comparison is over digests, all of them, with no early exit. Timing tests are
-// noisy, so this compares medians of many interleaved rounds with a generous bound; an early-exit
-// comparison of raw tokens of 4 KiB would differ by far more.
+// noisy (ctest runs another test beside this one), so this compares the fastest of many
+// interleaved rounds, the estimate that other load inflates least (medians failed at 1.78 once
+// in CI), with a generous bound; an early-exit comparison of raw 4 KiB tokens differs by more.
 TEST(AuthenticatorTest, ComparisonTimeDoesNotDependOnMatchingPrefix) {
   const std::string secret(4096, 'k');
   std::vector<TokenEntry> entries;
@@ -75,11 +76,11 @@ TEST(AuthenticatorTest, ComparisonTimeDoesNotDependOnMatchingPrefix) {
     near_t.push_back(time_of(near));
     far_t.push_back(time_of(far));
   }
-  std::sort(near_t.begin(), near_t.end());
-  std::sort(far_t.begin(), far_t.end());
-  const double ratio = near_t[15] / far_t[15];
-  EXPECT_GT(ratio, 0.7) << "near " << near_t[15] << " s, far " << far_t[15] << " s";
-  EXPECT_LT(ratio, 1.4) << "near " << near_t[15] << " s, far " << far_t[15] << " s";
+  const double near_s = *std::min_element(near_t.begin(), near_t.end());
+  const double far_s = *std::min_element(far_t.begin(), far_t.end());
+  const double ratio = near_s / far_s;
+  EXPECT_GT(ratio, 0.7) << "near " << near_s << " s, far " << far_s << " s";
+  EXPECT_LT(ratio, 1.4) << "near " << near_s << " s, far " << far_s << " s";
   // And the match itself is found whatever its position in the table.
   EXPECT_EQ(auth->Authenticate("Bearer " + secret + "0")->name, "n0");
   EXPECT_EQ(auth->Authenticate("Bearer " + secret + "63")->name, "n63");
